@@ -36,45 +36,75 @@ def _sizes(values: list[str]) -> tuple[int, ...]:
 def add_train_options(p: argparse.ArgumentParser, out_default: str) -> None:
     d, m, o, r = DataConfig(), ModelConfig(), OptimConfig(), RunConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=d.dataset,
-                   help="tfds name (fashion_mnist, mnist, binarized_mnist, kmnist, cifar10) "
-                        "or a path to an .npz with x_train, x_test [, y_train, y_test] "
-                        "(default: %(default)s)")
-    g.add_argument("--binarize", choices=BINARIZE_MODES, default=d.binarize,
-                   help="dynamic: fresh Bernoulli draw every step; static: one fixed draw; "
-                        "none: grey levels (default: %(default)s)")
-    g.add_argument("--train-size", type=int, default=None,
-                   help="use only the first N training examples (default: all)")
-    g.add_argument("--data-dir", default=None,
-                   help="tfds data directory (default: tfds' own, ~/tensorflow_datasets)")
+    g.add_argument(
+        "--dataset",
+        default=d.dataset,
+        help="tfds name (fashion_mnist, mnist, binarized_mnist, kmnist, cifar10) "
+        "or a path to an .npz with x_train, x_test [, y_train, y_test] "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--binarize",
+        choices=BINARIZE_MODES,
+        default=d.binarize,
+        help="dynamic: fresh Bernoulli draw every step; static: one fixed draw; "
+        "none: grey levels (default: %(default)s)",
+    )
+    g.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="use only the first N training examples (default: all)",
+    )
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="tfds data directory (default: tfds' own, ~/tensorflow_datasets)",
+    )
     g = p.add_argument_group("model")
-    g.add_argument("--backbone", choices=BACKBONES, default=m.backbone,
-                   help="default: %(default)s")
-    g.add_argument("--hidden", nargs="+", default=[str(h) for h in m.hidden],
-                   help="hidden layer sizes from the input inwards, e.g. 512 256 "
-                        "(default: %(default)s)")
+    g.add_argument("--backbone", choices=BACKBONES, default=m.backbone, help="default: %(default)s")
+    g.add_argument(
+        "--hidden",
+        nargs="+",
+        default=[str(h) for h in m.hidden],
+        help="hidden layer sizes from the input inwards, e.g. 512 256 (default: %(default)s)",
+    )
     g.add_argument("--latent-dim", type=int, default=m.latent_dim, help="default: %(default)s")
     g.add_argument("--activation", default=m.activation, help="default: %(default)s")
-    g.add_argument("--likelihood", default=None,
-                   help="bernoulli, gaussian or mse (default: the model's own; "
-                        "AE: mse, VAE: bernoulli)")
+    g.add_argument(
+        "--likelihood",
+        default=None,
+        help="bernoulli, gaussian or mse (default: the model's own; AE: mse, VAE: bernoulli)",
+    )
     g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=o.optimizer,
-                   help="default: %(default)s")
+    g.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default=o.optimizer, help="default: %(default)s"
+    )
     g.add_argument("--lr", type=float, default=o.lr, help="learning rate (default: %(default)s)")
-    g.add_argument("--schedule", choices=SCHEDULES, default=o.schedule,
-                   help="default: %(default)s")
-    g.add_argument("--warmup-steps", type=int, default=o.warmup_steps,
-                   help="for warmup_cosine (default: %(default)s)")
-    g.add_argument("--grad-clip", type=float, default=None,
-                   help="clip gradients to this global norm (default: no clipping)")
+    g.add_argument("--schedule", choices=SCHEDULES, default=o.schedule, help="default: %(default)s")
+    g.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=o.warmup_steps,
+        help="for warmup_cosine (default: %(default)s)",
+    )
+    g.add_argument(
+        "--grad-clip",
+        type=float,
+        default=None,
+        help="clip gradients to this global norm (default: no clipping)",
+    )
     g.add_argument("--epochs", type=int, default=r.epochs, help="default: %(default)s")
     g.add_argument("--batch-size", type=int, default=r.batch_size, help="default: %(default)s")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=r.seed, help="default: %(default)s")
     g.add_argument("--out", default=out_default, help="output directory (default: %(default)s)")
-    g.add_argument("--checkpoint-every", type=int, default=r.checkpoint_every,
-                   help="save a periodic checkpoint every N epochs (default: %(default)s)")
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=r.checkpoint_every,
+        help="save a periodic checkpoint every N epochs (default: %(default)s)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -134,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoints (latest and best) into --out.",
     )
     p.add_argument("--model", default="vae", help="registered model name (default: %(default)s)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its latest checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
     add_train_options(p, out_default="runs/train")
     p.set_defaults(func=cmd_train)
     return parser

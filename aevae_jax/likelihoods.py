@@ -11,7 +11,8 @@ Conventions (stated once, tested in tests/test_likelihoods.py):
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -88,8 +89,11 @@ def _mse(logits, x):
     return sum_per_example(squared_error(jax.nn.sigmoid(logits), x))
 
 
-def _gaussian_nll(logits, x, log_scale=math.log(0.1)):
-    return -sum_per_example(gaussian_log_prob(jax.nn.sigmoid(logits), x, log_scale))
+GAUSSIAN_LOG_SCALE = math.log(0.1)  # fixed pixel noise sigma = 0.1 of the 'gaussian' likelihood
+
+
+def _gaussian_nll(logits, x):
+    return -sum_per_example(gaussian_log_prob(jax.nn.sigmoid(logits), x, GAUSSIAN_LOG_SCALE))
 
 
 LIKELIHOODS: dict[str, Likelihood] = {

@@ -142,8 +142,7 @@ def prepare_out_dir(out: str, resume: bool) -> None:
         os.remove(probe)
     except OSError as e:
         raise UserError(
-            f"cannot write to the output directory {out!r} ({e.strerror}); "
-            "choose a writable --out"
+            f"cannot write to the output directory {out!r} ({e.strerror}); choose a writable --out"
         ) from None
     has_run = os.path.exists(os.path.join(out, CONFIG_FILE))
     if has_run and not resume:

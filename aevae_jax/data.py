@@ -143,10 +143,12 @@ def _load_tfds(name: str, data_dir: str | None) -> Dataset:
     builder = _prepared_builder(name, data_dir)
     splits = {}
     for split in ("train", "test"):
-        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-        images = np.asarray(arrays["image"])
-        if name == "binarized_mnist":  # stored as {0, 1}: make it uint8 grey levels, losslessly
-            images = images * np.uint8(255)
+        # Large batches concatenated (not batch_size=-1, which tfds' mock data cannot serve).
+        parts = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=1 << 16)))
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        images = arrays["image"]
+        if name == "binarized_mnist" and images.max() <= 1:
+            images = images * np.uint8(255)  # stored as {0, 1}: to 0/255, losslessly
         labels = arrays.get("label")
         splits[split] = (images, None if labels is None else np.asarray(labels, np.int32))
     features = builder.info.features
@@ -165,6 +167,11 @@ def _load_tfds(name: str, data_dir: str | None) -> Dataset:
 def load_npz(path: str) -> Dataset:
     """A user's data set from an .npz (no pickle): x_* images, optional y_* labels."""
     require(os.path.isfile(path), f"no such data file: {path}")
+    with open(path, "rb") as f:
+        require(
+            f.read(4) == b"PK\x03\x04",
+            f"{path} is not a readable .npz file (not a zip archive); write it with np.savez",
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -216,11 +223,11 @@ def validate_images(x: np.ndarray, what: str) -> np.ndarray:
         f"{what} has dtype {x.dtype}; store images as uint8 (0-255) or floats in [0, 1]",
     )
     bad = ~np.isfinite(x)
-    require(
-        not bad.any(),
-        f"{what} has {int(bad.sum())} NaN or infinite values (first at index "
-        f"{np.argwhere(bad)[0].tolist()}); remove or impute them before training",
-    )
+    if bad.any():
+        raise UserError(
+            f"{what} has {int(bad.sum())} NaN or infinite values (first at index "
+            f"{np.argwhere(bad)[0].tolist()}); remove or impute them before training"
+        )
     lo, hi = float(x.min()), float(x.max())
     require(
         lo >= 0.0 and hi <= 1.0,

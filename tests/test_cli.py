@@ -1,0 +1,169 @@
+"""The `aevae` command: smoke runs on real subsets, and every user mistake ends in one
+clear line and exit status 2, never a traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aevae_jax.cli import main
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+@pytest.mark.slow
+def test_console_script_trains_on_a_small_fashion_mnist_subset(tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "aevae_jax",
+        "train",
+        "--model",
+        "vae",
+        "--dataset",
+        "fashion_mnist",
+        "--backbone",
+        "mlp",
+        "--hidden",
+        "400",
+        "--latent-dim",
+        "20",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--lr",
+        "1e-3",
+        "--binarize",
+        "dynamic",
+        "--train-size",
+        "1024",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "test loss" in done.stdout and "Traceback" not in done.stderr
+    assert {"config.json", "metrics.jsonl", "checkpoints", "best"} <= set(os.listdir(out))
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["epoch"] == 1 and np.isfinite(row["test_loss"]) and row["step"] == 8
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["hidden"] == [400] and cfg["data"]["train_size"] == 1024
+
+
+def test_help_lists_the_documented_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for flag in [
+        "--model",
+        "--dataset",
+        "--backbone",
+        "--hidden",
+        "--latent-dim",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--binarize",
+        "--train-size",
+        "--seed",
+        "--out",
+        "--resume",
+    ]:
+        assert flag in text
+
+
+def test_conv_backbone_and_npz_in_process(small_npz, tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--model",
+            "ae",
+            "--dataset",
+            small_npz,
+            "--backbone",
+            "conv",
+            "--hidden",
+            "32",
+            "--latent-dim",
+            "4",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "256",
+            "--train-size",
+            "512",
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert "ae on" in capsys.readouterr().out
+
+
+def _npz(tmp_path, x_train, x_test=None):
+    path = tmp_path / "user.npz"
+    np.savez(path, x_train=x_train, x_test=x_train[:4] if x_test is None else x_test)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--model", "gan"], "unknown model 'gan'"),
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--epochs", "0"], "epochs must be a positive integer"),
+        (["--batch-size", "-5"], "batch_size must be a positive integer"),
+        (["--latent-dim", "0"], "latent_dim must be a positive integer"),
+        (["--hidden", "0"], "each hidden size must be a positive integer"),
+        (["--hidden", "abc"], "--hidden takes integers"),
+        (["--train-size", "0"], "train_size must be a positive integer"),
+        (["--lr", "-1"], "lr must be positive"),
+        (["--activation", "swishy"], "unknown activation 'swishy'"),
+        (["--likelihood", "poisson"], "unknown likelihood 'poisson'"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(extra, message, tmp_path, capsys):
+    code, err = run_cli(["train", "--out", str(tmp_path / "o"), *extra], capsys)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda t: _npz(t, np.full((8, 8, 8), np.nan, np.float32)), "NaN"),
+        (lambda t: _npz(t, np.full((8, 8, 8), 2.0, np.float32)), "[0, 1]"),
+        (lambda t: _npz(t, np.zeros((8, 64), np.uint8)), "[N, H, W]"),
+    ],
+)
+def test_bad_user_data_exits_2(make, message, tmp_path, capsys):
+    code, err = run_cli(
+        ["train", "--dataset", make(tmp_path), "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_unwritable_output_directory_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = run_cli(["train", "--out", str(blocker / "sub")], capsys)
+    assert code == 2 and "choose a writable --out" in err
+
+
+def test_resume_of_nothing_exits_2(tmp_path, capsys):
+    code, err = run_cli(["train", "--out", str(tmp_path / "none"), "--resume"], capsys)
+    assert code == 2 and "no run to resume" in err

@@ -1,0 +1,210 @@
+"""Data: the offline Fashion-MNIST against its published statistics, tfds names through
+mock data, .npz input and its errors, the fast offline failure, and preprocessing."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from aevae_jax import data
+from aevae_jax.errors import UserError
+from aevae_jax.fashion_mnist_idx import FashionMnistIdx
+
+
+def test_offline_fashion_mnist_shapes_dtypes_and_published_statistics(fashion_mnist):
+    ds = fashion_mnist
+    assert ds.x_train.shape == (60_000, 28, 28, 1) and ds.x_train.dtype == np.uint8
+    assert ds.x_test.shape == (10_000, 28, 28, 1) and ds.x_test.dtype == np.uint8
+    assert ds.y_train.dtype == np.int32 and ds.y_train.shape == (60_000,)
+    # Published: 6,000 / 1,000 images per class; train pixel mean 0.2860, std 0.3530.
+    np.testing.assert_array_equal(np.bincount(ds.y_train), [6000] * 10)
+    np.testing.assert_array_equal(np.bincount(ds.y_test), [1000] * 10)
+    train = ds.x_train.astype(np.float64) / 255
+    assert train.mean() == pytest.approx(0.2860, abs=5e-5)
+    assert train.std() == pytest.approx(0.3530, abs=5e-5)
+    assert ds.class_names[0] == "T-shirt/top" and ds.num_classes == 10
+
+
+def test_offline_builder_is_tfds_fashion_mnist_with_another_file_source():
+    # Same features, version and example generator (so the same keys, hence tfds'
+    # own shuffled order); only _split_generators, the file source, is ours.
+    from tensorflow_datasets.image_classification.mnist import FashionMNIST
+
+    assert issubclass(FashionMnistIdx, FashionMNIST)
+    assert FashionMnistIdx._generate_examples is FashionMNIST._generate_examples
+    assert FashionMnistIdx._info is FashionMNIST._info
+    assert FashionMnistIdx.VERSION == FashionMNIST.VERSION
+
+
+def test_offline_fashion_mnist_matches_the_idx_files_as_a_set(fashion_mnist):
+    import gzip
+
+    from aevae_jax.fashion_mnist_idx import FILES, idx_dir
+
+    with gzip.open(f"{idx_dir()}/{FILES['test_data']}") as f:
+        raw = np.frombuffer(f.read()[16:], np.uint8).reshape(-1, 28, 28, 1)
+    with gzip.open(f"{idx_dir()}/{FILES['test_labels']}") as f:
+        raw_labels = np.frombuffer(f.read()[8:], np.uint8)
+
+    # tfds stores examples in a hashed order: equal as sets of (image, label) pairs.
+    def keyed(x, y):
+        return sorted(zip((im.tobytes() for im in x), y.tolist(), strict=True))
+
+    assert keyed(fashion_mnist.x_test, fashion_mnist.y_test) == keyed(raw, raw_labels)
+
+
+@pytest.mark.parametrize(
+    "name,shape", [("mnist", (28, 28, 1)), ("kmnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]
+)
+def test_tfds_names_load_through_tfds(name, shape, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "network_available", lambda timeout=3.0: True)
+    with tfds.testing.mock_data(num_examples=12):
+        ds = data.load_dataset(name, data_dir=str(tmp_path))
+    assert ds.x_train.shape == (12, *shape) and ds.x_train.dtype == np.uint8
+    assert ds.y_train.shape == (12,) and ds.y_train.dtype == np.int32
+    assert ds.num_classes == 10
+
+
+def test_binarized_mnist_loads_without_labels(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "network_available", lambda timeout=3.0: True)
+    with tfds.testing.mock_data(num_examples=12):
+        ds = data.load_dataset("binarized_mnist", data_dir=str(tmp_path))
+    assert ds.x_train.shape == (12, 28, 28, 1) and ds.y_train is None and ds.num_classes is None
+
+
+def test_unprepared_dataset_without_network_fails_fast_with_remedy(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEVAE_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="tfds build mnist"):
+        data.load_dataset("mnist", data_dir=str(tmp_path))
+    assert time.perf_counter() - start < 10
+
+
+def test_fashion_mnist_without_idx_files_names_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEVAE_OFFLINE", "1")
+    monkeypatch.setenv("AEVAE_FASHION_MNIST_DIR", str(tmp_path / "nothing"))
+    with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
+        data.load_dataset("fashion_mnist", data_dir=str(tmp_path / "tfds"))
+
+
+def test_network_probe_answers_within_its_timeout():
+    start = time.perf_counter()
+    assert data.network_available(timeout=2.0) in (True, False)
+    assert time.perf_counter() - start < 5
+
+
+def test_unknown_dataset_name_lists_the_choices():
+    with pytest.raises(UserError, match="fashion_mnist, mnist"):
+        data.load_dataset("imagenet")
+
+
+# --------------------------------------------------------------------------- .npz input
+
+
+def test_npz_with_sklearn_digits(tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)  # real 8x8 digits in [0, 1]
+    path = tmp_path / "digits.npz"
+    np.savez(
+        path,
+        x_train=images[:1500],
+        y_train=digits.target[:1500],
+        x_test=images[1500:],
+        y_test=digits.target[1500:],
+    )
+    ds = data.load_dataset(str(path))
+    assert ds.x_train.shape == (1500, 8, 8, 1) and ds.x_train.dtype == np.float32
+    assert ds.x_test.shape == (297, 8, 8, 1) and ds.num_classes == 10
+    np.testing.assert_array_equal(ds.x_train[..., 0], images[:1500])
+    assert ds.name == "digits"
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+GOOD = np.zeros((4, 8, 8), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        (dict(x_train=GOOD), "lacks x_test"),
+        (dict(x_train=np.zeros((4, 64), np.uint8), x_test=GOOD), r"\[N, H, W\]"),
+        (dict(x_train=np.full((4, 8, 8), np.nan, np.float32), x_test=GOOD), "NaN"),
+        (dict(x_train=np.full((4, 8, 8), 255.0, np.float32), x_test=GOOD), r"divide 0-255"),
+        (dict(x_train=-np.ones((4, 8, 8), np.float32), x_test=GOOD), r"\[0, 1\]"),
+        (dict(x_train=GOOD, x_test=np.zeros((4, 9, 9), np.uint8)), "same image shape"),
+        (
+            dict(x_train=GOOD, x_test=GOOD, y_train=np.zeros(3, int), y_test=np.zeros(4, int)),
+            "vector of 4 labels",
+        ),
+        (dict(x_train=GOOD, x_test=GOOD, y_train=np.zeros(4, int)), "both splits"),
+        (dict(x_train=GOOD.astype(np.int64), x_test=GOOD), "uint8"),
+    ],
+)
+def test_bad_npz_gets_one_clear_error(tmp_path, arrays, message):
+    with pytest.raises(UserError, match=message):
+        data.load_dataset(_npz(tmp_path, **arrays))
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "obj.npz"
+    np.savez(path, x_train=np.array([{"a": 1}], dtype=object), x_test=GOOD)
+    with pytest.raises(UserError, match="without pickle"):
+        data.load_dataset(str(path))
+
+
+def test_missing_or_corrupt_npz(tmp_path):
+    with pytest.raises(UserError, match="no such data file"):
+        data.load_dataset(str(tmp_path / "none.npz"))
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="not a readable"):
+        data.load_dataset(str(bad))
+
+
+def test_train_size_beyond_the_split_is_an_error(fashion_mnist):
+    assert len(fashion_mnist.take_train(100).x_train) == 100
+    with pytest.raises(UserError, match="larger than the training split"):
+        fashion_mnist.take_train(60_001)
+
+
+# ------------------------------------------------------------------------ preprocessing
+
+
+def test_preprocess_none_scales_uint8_to_unit_interval():
+    x = jnp.array([[0, 51, 255]], jnp.uint8)
+    np.testing.assert_allclose(data.preprocess(x, "none", None), [[0.0, 0.2, 1.0]])
+
+
+def test_dynamic_binarization_is_bernoulli_of_the_grey_level_and_keyed():
+    x = jnp.full((200_000,), 51, jnp.uint8)  # p = 0.2
+    a = data.preprocess(x, "dynamic", jax.random.key(0))
+    b = data.preprocess(x, "dynamic", jax.random.key(1))
+    assert set(np.unique(a).tolist()) == {0.0, 1.0}
+    assert float(a.mean()) == pytest.approx(0.2, abs=0.005)
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, data.preprocess(x, "dynamic", jax.random.key(0)))
+
+
+def test_static_binarization_is_fixed_per_example_index():
+    x = jnp.full((6, 4, 4, 1), 128, jnp.uint8)
+    idx = jnp.arange(6)
+    a = data.preprocess(x, "static", jax.random.key(0), idx)
+    b = data.preprocess(x, "static", jax.random.key(99), idx)  # the step key is ignored
+    np.testing.assert_array_equal(a, b)
+    # The same example drawn in another batch position gives the same image.
+    c = data.preprocess(x[::-1], "static", None, idx[::-1])
+    np.testing.assert_array_equal(c[::-1], a)
+    assert not np.array_equal(a[0], a[1])
+    # Test examples get a draw of their own.
+    t = data.preprocess(x, "static", None, idx, split=1)
+    assert not np.array_equal(t, a)

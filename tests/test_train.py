@@ -1,0 +1,223 @@
+"""Training on real data: loss goes down, one seed gives the same bits, checkpoints
+round-trip, and a killed run resumed ends with exactly the uninterrupted parameters."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from aevae_jax.checkpoint import RunCheckpoints
+from aevae_jax.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from aevae_jax.errors import UserError
+from aevae_jax.evaluate import make_loss_per_example, map_examples
+from aevae_jax.models import make_model
+from aevae_jax.train import fit, make_optimizer, make_streams
+
+
+def small_cfg(out, name="vae", **kw):
+    base = dict(
+        data=DataConfig(train_size=1024),
+        model=ModelConfig(name=name, hidden=(64,), latent_dim=8),
+        epochs=2,
+        batch_size=64,
+        out=str(out),
+    )
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def params_equal(a, b) -> bool:
+    return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a, b)))
+
+
+@pytest.mark.parametrize("name", ["ae", "vae"])
+def test_real_train_steps_lower_the_test_loss(fashion_mnist, tmp_path, name):
+    cfg = small_cfg(tmp_path / name, name=name, epochs=3)
+    model = make_model(cfg.model, fashion_mnist.image_shape)
+    keys = make_streams(cfg.seed)
+    x_test = jnp.asarray(fashion_mnist.x_test[:1000])
+    init = model.init(keys["init"], x_test[:1].astype(jnp.float32))
+    losses = make_loss_per_example(model, cfg.data.binarize)
+    before = float(jnp.mean(losses(init, x_test, None, keys["eval"], 0)[0]))
+    result = fit(cfg, dataset=fashion_mnist, progress=False)
+    after = float(jnp.mean(losses(result.params, x_test, None, keys["eval"], 0)[0]))
+    assert after < 0.7 * before
+    rows = result.history
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["step"] == 3 * 16
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    with open(tmp_path / name / "metrics.jsonl") as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
+
+
+def test_same_seed_gives_identical_bits_and_another_seed_does_not(fashion_mnist, tmp_path):
+    a = fit(small_cfg(tmp_path / "a"), dataset=fashion_mnist, progress=False)
+    b = fit(small_cfg(tmp_path / "b"), dataset=fashion_mnist, progress=False)
+    c = fit(small_cfg(tmp_path / "c", seed=1), dataset=fashion_mnist, progress=False)
+    assert params_equal(a.params, b.params)
+    assert not params_equal(a.params, c.params)
+    assert a.history[-1]["test_loss"] == b.history[-1]["test_loss"]
+
+
+def test_checkpoints_round_trip_latest_and_best(fashion_mnist, tmp_path):
+    cfg = small_cfg(tmp_path / "run", epochs=3)
+    result = fit(cfg, dataset=fashion_mnist, progress=False)
+    ckpt = RunCheckpoints(cfg.out)
+    assert ckpt.latest_epoch() == 3
+    template = {"params": result.params}
+    restored = ckpt.restore({"params": result.params, **_extra(result)}, "latest")
+    assert params_equal(restored["params"], template["params"])
+    assert int(restored["step"]) == 3 * 16 and int(restored["epoch"]) == 3
+    best = ckpt.restore({"params": result.params, **_extra(result)}, "best")
+    best_epoch = int(best["epoch"])
+    losses = [r["test_loss"] for r in result.history]
+    assert best_epoch == 1 + int(np.argmin(losses))
+    ckpt.close()
+
+
+def _extra(result):
+    cfg_opt = make_optimizer(OptimConfig(), 1)
+    return {
+        "opt_state": cfg_opt.init(result.params),
+        "step": jnp.zeros((), jnp.int32),
+        "epoch": np.asarray(0, np.int64),
+        "root_key": np.asarray(jax.random.key_data(jax.random.key(0))),
+    }
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_options(fashion_mnist, tmp_path):
+    cfg = small_cfg(tmp_path / "run", epochs=1)
+    fit(cfg, dataset=fashion_mnist, progress=False)
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        fit(cfg, dataset=fashion_mnist, progress=False)
+    changed = small_cfg(tmp_path / "run", epochs=1, batch_size=32)
+    with pytest.raises(UserError, match="options differ"):
+        fit(changed, resume=True, dataset=fashion_mnist, progress=False)
+    with pytest.raises(UserError, match="no run to resume"):
+        fit(small_cfg(tmp_path / "empty"), resume=True, dataset=fashion_mnist, progress=False)
+    # Extending the budget continues from the checkpoint: epochs 1 (saved) + 2 (new).
+    more = fit(
+        small_cfg(tmp_path / "run", epochs=2), resume=True, dataset=fashion_mnist, progress=False
+    )
+    assert [r["epoch"] for r in more.history] == [1, 2]
+
+
+def test_batch_larger_than_data_is_an_error(fashion_mnist, tmp_path):
+    with pytest.raises(UserError, match="exceeds the 1024 training examples"):
+        fit(small_cfg(tmp_path / "r", batch_size=2048), dataset=fashion_mnist, progress=False)
+
+
+def test_optimizer_options_build_and_clip():
+    params = {"w": jnp.ones(3)}
+    for opt in ("adam", "adamw", "sgd"):
+        for schedule in ("constant", "cosine", "warmup_cosine"):
+            tx = make_optimizer(OptimConfig(optimizer=opt, schedule=schedule, warmup_steps=2), 10)
+            tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    tx = make_optimizer(OptimConfig(optimizer="sgd", lr=1.0, grad_clip=1.0), 10)
+    updates, _ = tx.update({"w": jnp.full(3, 100.0)}, tx.init(params), params)
+    assert float(optax.global_norm(updates)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_map_examples_is_independent_of_chunk_size():
+    x = jnp.arange(10.0)
+    fn = lambda xi, i: xi * 2 + jax.random.uniform(jax.random.fold_in(jax.random.key(0), i))
+    a = map_examples(fn, (x,), chunk=3)
+    b = map_examples(fn, (x,), chunk=10)
+    assert a.shape == (10,)
+    np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------- kill and resume
+
+
+def _train_cmd(npz, out, epochs):
+    return [
+        sys.executable,
+        "-m",
+        "aevae_jax",
+        "train",
+        "--dataset",
+        npz,
+        "--hidden",
+        "128",
+        "--latent-dim",
+        "8",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+
+
+def _final_params(out, epoch, image_shape):
+    cfg = RunConfig.from_dict(json.load(open(os.path.join(out, "config.json"))))
+    model = make_model(cfg.model, image_shape)
+    params = model.init(jax.random.key(0), jnp.zeros((1, *image_shape)))
+    tx = make_optimizer(cfg.optim, 1)
+    tree = {
+        "params": params,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "epoch": np.asarray(0, np.int64),
+        "root_key": np.asarray(jax.random.key_data(jax.random.key(0))),
+    }
+    ckpt = RunCheckpoints(out)
+    restored = ckpt.restore(tree, "latest", epoch)
+    ckpt.close()
+    return restored
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_parameters(small_npz, tmp_path):
+    epochs = 12
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    killed_out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _train_cmd(small_npz, killed_out, epochs),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 120
+    while not (killed_out / "checkpoints" / "2").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    ckpt = RunCheckpoints(str(killed_out))
+    killed_at = ckpt.latest_epoch()
+    ckpt.close()
+    assert killed_at is not None and killed_at < epochs, "the run finished before the kill"
+
+    resumed = subprocess.run(
+        [*_train_cmd(small_npz, killed_out, epochs), "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    straight_out = tmp_path / "straight"
+    straight = subprocess.run(
+        _train_cmd(small_npz, straight_out, epochs), env=env, capture_output=True, text=True
+    )
+    assert straight.returncode == 0, straight.stderr
+
+    a = _final_params(str(killed_out), epochs, (28, 28, 1))
+    b = _final_params(str(straight_out), epochs, (28, 28, 1))
+    assert params_equal(a["params"], b["params"])
+    assert params_equal(a["opt_state"], b["opt_state"])
+    assert int(a["step"]) == int(b["step"]) == epochs * (2048 // 16)
+    rows = [json.loads(line) for line in open(killed_out / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))

@@ -1,0 +1,133 @@
+"""The domain classifier whose features define the Frechet distance of samples.
+
+Without Inception weights (offline), sample quality is measured in the features of a
+small CNN trained on the same data set ("domain FD", like the Frechet LeNet distance
+for MNIST). It is trained once per data set on grey-level images and cached as an
+orbax checkpoint under $AEVAE_CACHE (default ~/.cache/aevae_jax), keyed by a
+fingerprint of the training images, with its test accuracy beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from aevae_jax.data import Dataset, to_unit_interval
+from aevae_jax.evaluate import map_examples
+
+VERSION = 1  # bump when the network or its training changes, to retrain caches
+EPOCHS = 3
+BATCH = 128
+
+
+class FeatureNet(nn.Module):
+    """Two stride-2 convolutions, a 128-unit feature layer, and class logits."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(32, (3, 3), strides=(2, 2))(x))
+        h = nn.relu(nn.Conv(64, (3, 3), strides=(2, 2))(h))
+        features = nn.relu(nn.Dense(128)(h.reshape(h.shape[0], -1)))
+        return nn.Dense(self.num_classes)(features), features
+
+
+class Classifier(NamedTuple):
+    params: dict
+    net: FeatureNet
+    test_accuracy: float
+
+    def features(self, images: jax.Array, chunk: int = 1000) -> np.ndarray:
+        """Penultimate features [N, 128] of images [N, H, W, C] in [0, 1] (or uint8)."""
+        fn = jax.jit(
+            lambda x: map_examples(
+                lambda xi, i: self.net.apply({"params": self.params}, xi[None])[1][0],
+                (to_unit_interval(x),),
+                chunk,
+            )
+        )
+        return np.asarray(fn(jnp.asarray(images)))
+
+
+def cache_root() -> str:
+    return os.environ.get("AEVAE_CACHE", os.path.expanduser("~/.cache/aevae_jax"))
+
+
+def fingerprint(ds: Dataset) -> str:
+    h = hashlib.sha1()
+    for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return f"{ds.name}-v{VERSION}-{h.hexdigest()[:12]}"
+
+
+def train_classifier(ds: Dataset, key: jax.Array, epochs: int = EPOCHS) -> Classifier:
+    """Train FeatureNet on the full training split with Adam; one lax.scan per epoch."""
+    net = FeatureNet(ds.num_classes)
+    x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    k_init, k_data = jax.random.split(key)
+    params = net.init(k_init, jnp.zeros((1, *ds.image_shape)))["params"]
+    tx = optax.adam(1e-3)
+    steps = len(x_train) // BATCH
+
+    def loss_fn(p, x, y):
+        logits, _ = net.apply({"params": p}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    @jax.jit
+    def epoch(carry, k):
+        def step(c, idx):
+            p, s = c
+            g = jax.grad(loss_fn)(p, to_unit_interval(x_train[idx]), y_train[idx])
+            u, s = tx.update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        order = jax.random.permutation(k, len(x_train))[: steps * BATCH].reshape(steps, BATCH)
+        return jax.lax.scan(step, carry, order)[0]
+
+    carry = (params, tx.init(params))
+    for e in range(epochs):
+        carry = epoch(carry, jax.random.fold_in(k_data, e))
+    params = carry[0]
+    return Classifier(params, net, _accuracy(net, params, ds))
+
+
+def _accuracy(net, params, ds: Dataset) -> float:
+    logits = map_examples(
+        lambda xi, i: net.apply({"params": params}, to_unit_interval(xi)[None])[0][0],
+        (jnp.asarray(ds.x_test),),
+    )
+    return float(np.mean(np.argmax(np.asarray(logits), axis=1) == ds.y_test))
+
+
+def load_or_train_classifier(ds: Dataset, seed: int = 0) -> Classifier | None:
+    """The cached classifier of `ds`, trained and cached on first use; None when the
+    data set has no labels (no domain FD then)."""
+    if ds.y_train is None or ds.y_test is None:
+        return None
+    directory = os.path.join(cache_root(), "classifiers", fingerprint(ds))
+    net = FeatureNet(ds.num_classes)
+    meta_path = os.path.join(directory, "meta.json")
+    checkpointer = ocp.StandardCheckpointer()
+    if os.path.exists(meta_path):
+        abstract = net.init(jax.random.key(0), jnp.zeros((1, *ds.image_shape)))["params"]
+        params = checkpointer.restore(os.path.join(directory, "params"), abstract)
+        with open(meta_path) as f:
+            return Classifier(params, net, json.load(f)["test_accuracy"])
+    clf = train_classifier(ds, jax.random.key(seed))
+    os.makedirs(directory, exist_ok=True)
+    checkpointer.save(os.path.join(directory, "params"), clf.params, force=True)
+    checkpointer.wait_until_finished()
+    with open(meta_path + ".tmp", "w") as f:  # meta.json last: it marks a complete cache
+        json.dump({"test_accuracy": clf.test_accuracy, "epochs": EPOCHS, "version": VERSION}, f)
+    os.replace(meta_path + ".tmp", meta_path)
+    return clf

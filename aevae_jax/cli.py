@@ -24,6 +24,10 @@ from aevae_jax.config import (
 )
 from aevae_jax.errors import UserError
 
+# The main job's budget: 30 epochs of AE and VAE on Fashion-MNIST stay well inside
+# 10 minutes on a 2-core CPU (README has the measured time).
+COMPARE_EPOCHS = 30
+
 
 def _sizes(values: list[str]) -> tuple[int, ...]:
     """`--hidden 512 256` or `--hidden 512,256` -> (512, 256)."""
@@ -33,7 +37,9 @@ def _sizes(values: list[str]) -> tuple[int, ...]:
         raise UserError(f"--hidden takes integers, e.g. --hidden 512 256; got {values}") from None
 
 
-def add_train_options(p: argparse.ArgumentParser, out_default: str) -> None:
+def add_train_options(
+    p: argparse.ArgumentParser, out_default: str, epochs_default: int | None = None
+) -> None:
     d, m, o, r = DataConfig(), ModelConfig(), OptimConfig(), RunConfig()
     g = p.add_argument_group("data")
     g.add_argument(
@@ -94,7 +100,9 @@ def add_train_options(p: argparse.ArgumentParser, out_default: str) -> None:
         default=None,
         help="clip gradients to this global norm (default: no clipping)",
     )
-    g.add_argument("--epochs", type=int, default=r.epochs, help="default: %(default)s")
+    g.add_argument(
+        "--epochs", type=int, default=epochs_default or r.epochs, help="default: %(default)s"
+    )
     g.add_argument("--batch-size", type=int, default=r.batch_size, help="default: %(default)s")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=r.seed, help="default: %(default)s")
@@ -151,6 +159,99 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from aevae_jax.compare import run_compare
+
+    cfg = run_config_from_args(args, "vae")
+    command = "aevae compare " + " ".join(sys.argv[2:]) if args.argv is None else args.argv
+    metrics = run_compare(
+        cfg, iwae_k=args.iwae_k, resume=args.resume, quiet=args.quiet, command=command.strip()
+    )
+    ae, vae = metrics["models"]["ae"], metrics["models"]["vae"]
+    print(
+        f"AE  test MSE {ae['test_mse']:.2f}, prior-sample FD {ae.get('prior_sample_fd', 'n/a')}\n"
+        f"VAE test MSE {vae['test_mse']:.2f}, -ELBO {vae['test_neg_elbo']:.2f}, "
+        f"IWAE NLL {vae['test_nll_iwae']:.2f} (K={vae['iwae_k']}), "
+        f"prior-sample FD {vae.get('prior_sample_fd', 'n/a')}\n"
+        f"report: {os.path.join(os.path.abspath(cfg.out), 'report.md')}"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import jax
+
+    from aevae_jax.classifier import load_or_train_classifier
+    from aevae_jax.data import load_dataset
+    from aevae_jax.errors import require
+    from aevae_jax.evaluate import evaluate_model
+    from aevae_jax.runs import load_run
+
+    require(args.iwae_k > 0, f"--iwae-k must be a positive integer, got {args.iwae_k}")
+    run = load_run(args.run, args.checkpoint)
+    full = load_dataset(run.cfg.data.dataset, run.cfg.data.data_dir)
+    classifier = None if args.no_fd else load_or_train_classifier(full, seed=run.cfg.seed)
+    metrics = evaluate_model(
+        run.model,
+        run.params,
+        run.dataset,
+        run.cfg.data.binarize,
+        jax.random.fold_in(jax.random.key(run.cfg.seed), 1000),
+        iwae_k=args.iwae_k,
+        classifier=classifier,
+    )
+    result = {
+        "run": os.path.abspath(args.run),
+        "model": run.model.name,
+        "checkpoint": run.which,
+        "epoch": run.epoch,
+        **metrics,
+    }
+    text = json.dumps(result, indent=2)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from aevae_jax.data import to_unit_interval
+    from aevae_jax.errors import require
+    from aevae_jax.report import image_grid
+    from aevae_jax.runs import load_run
+    from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
+
+    require(args.n > 0, f"--n must be a positive integer, got {args.n}")
+    require(args.out.endswith(".png"), f"--out must name a .png file, got {args.out!r}")
+    parent = os.path.dirname(os.path.abspath(args.out))
+    require(
+        os.path.isdir(parent) and os.access(parent, os.W_OK),
+        f"cannot write {args.out!r}: {parent} is not a writable directory",
+    )
+    run = load_run(args.run, args.checkpoint)
+    key = jax.random.key(args.seed)
+    if args.sampler == "prior":
+        images = prior_images(run.model, run.params, key, args.n)
+    else:
+        x = to_unit_interval(jnp.asarray(run.dataset.x_train[:10_000]))
+        codes = run.model.encode(run.params, x).mean
+        images = decode_samples(run.model, run.params, expost_gaussian(codes), key, args.n)
+    image_grid(
+        args.out,
+        np.asarray(images),
+        f"{run.model.name}: {args.n} samples ({args.sampler}), seed {args.seed}",
+    )
+    print(os.path.abspath(args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aevae",
@@ -169,11 +270,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_train_options(p, out_default="runs/train")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "compare",
+        help="the main job: train an AE and a VAE alike, evaluate both, write a report",
+        description="Train an AE and a VAE with the same backbone, latent size, data and "
+        "budget; evaluate both; write metrics.json, report.md and PNG figures into --out.",
+    )
+    p.add_argument(
+        "--iwae-k",
+        type=int,
+        default=1000,
+        help="importance samples for the VAE log-likelihood (5000 for the paper "
+        "protocol; default: %(default)s)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the runs already in --out (finished ones are not retrained)",
+    )
+    add_train_options(p, out_default="runs/compare", epochs_default=COMPARE_EPOCHS)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="test metrics of a trained run",
+        description="Test-split metrics of a run's best (or latest) checkpoint, in the "
+        "metrics.json vocabulary.",
+    )
+    p.add_argument("--run", required=True, help="the --out directory of an `aevae train` run")
+    p.add_argument("--iwae-k", type=int, default=1000, help="default: %(default)s")
+    p.add_argument("--json", default=None, help="also write the metrics to this file")
+    p.add_argument(
+        "--checkpoint", choices=("best", "latest"), default="best", help="default: %(default)s"
+    )
+    p.add_argument(
+        "--no-fd", action="store_true", help="skip the sample Frechet distance (and its classifier)"
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "sample",
+        help="a PNG grid of new images from a trained run",
+        description="Decode sampled codes of a trained run into a PNG grid: the model's "
+        "prior (N(0, I) for every model here), or a Gaussian fitted to its training codes.",
+    )
+    p.add_argument("--run", required=True, help="the --out directory of an `aevae train` run")
+    p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
+    p.add_argument("--out", required=True, help="the PNG file to write")
+    p.add_argument(
+        "--sampler", choices=("prior", "expost"), default="prior", help="default: %(default)s"
+    )
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument(
+        "--checkpoint", choices=("best", "latest"), default="best", help="default: %(default)s"
+    )
+    p.set_defaults(func=cmd_sample)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = None if argv is None else "aevae " + " ".join(argv)
     try:
         return args.func(args)
     except UserError as e:

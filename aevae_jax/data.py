@@ -93,6 +93,9 @@ def network_available(timeout: float = 3.0) -> bool:
 
 def _tfds():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow only reads files here; its oneDNN kernels (and their start-up notice)
+    # are of no use to us.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow as tf
     import tensorflow_datasets as tfds
     from absl import logging as absl_logging

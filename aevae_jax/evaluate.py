@@ -275,8 +275,9 @@ def evaluate_model(
 
     if model.log_importance_weights is not None:
         losses = make_loss_per_example(model, binarize)
-        loss, _ = losses(params, jnp.asarray(dataset.x_test), None, keys["loss"], 0)
+        loss, terms = losses(params, jnp.asarray(dataset.x_test), None, keys["loss"], 0)
         out["test_neg_elbo"] = float(jnp.mean(loss))
+        out.update({f"test_{k}": float(jnp.mean(v)) for k, v in terms.items()})
         iwae = jax.jit(
             lambda p, x: map_examples(
                 lambda xi, i: iwae_log_likelihood(

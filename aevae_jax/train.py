@@ -132,8 +132,8 @@ class FitResult:
     dataset: Dataset
 
 
-def prepare_out_dir(out: str, resume: bool) -> None:
-    """Create `out` and check it is writable; refuse to overwrite a run unless resuming."""
+def ensure_writable_dir(out: str) -> None:
+    """Create `out` if needed and check that files can be written there."""
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, ".write_test")
@@ -144,6 +144,11 @@ def prepare_out_dir(out: str, resume: bool) -> None:
         raise UserError(
             f"cannot write to the output directory {out!r} ({e.strerror}); choose a writable --out"
         ) from None
+
+
+def prepare_out_dir(out: str, resume: bool) -> None:
+    """Create `out` and check it is writable; refuse to overwrite a run unless resuming."""
+    ensure_writable_dir(out)
     has_run = os.path.exists(os.path.join(out, CONFIG_FILE))
     if has_run and not resume:
         raise UserError(

@@ -23,7 +23,7 @@ import numpy as np
 from aevae_jax import report
 from aevae_jax.classifier import load_or_train_classifier
 from aevae_jax.config import RunConfig
-from aevae_jax.data import load_dataset
+from aevae_jax.data import load_dataset, to_unit_interval
 from aevae_jax.errors import require
 from aevae_jax.evaluate import eval_inputs, evaluate_model
 from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
@@ -111,7 +111,8 @@ def run_compare(
 
     dataset = fits["vae"].dataset
     metrics = {
-        "dataset": cfg.data.dataset,
+        "dataset": full.name,
+        "dataset_source": cfg.data.dataset,
         "config": {
             "backbone": cfg.model.backbone,
             "hidden": list(cfg.model.hidden),
@@ -146,14 +147,20 @@ def make_figures(cfg: RunConfig, fits: dict, key: jax.Array, n: int = 12) -> Non
     x_test = eval_inputs(jnp.asarray(dataset.x_test), cfg.data.binarize)
     ae, vae = fits["ae"], fits["vae"]
     show = x_test[:n]
+    grey = to_unit_interval(jnp.asarray(dataset.x_test[:n]))
+    rows = [np.asarray(grey)]
+    labels = ["test image"]
+    if cfg.data.binarize != "none":
+        rows.append(np.asarray(show))
+        labels.append("binarized input")
+    rows += [
+        np.asarray(ae.model.reconstruct(ae.params, show)),
+        np.asarray(vae.model.reconstruct(vae.params, show)),
+    ]
     report.image_rows(
         paths["reconstructions"],
-        [
-            np.asarray(show),
-            np.asarray(ae.model.reconstruct(ae.params, show)),
-            np.asarray(vae.model.reconstruct(vae.params, show)),
-        ],
-        ["test input", "AE", "VAE"],
+        rows,
+        [*labels, "AE", "VAE"],
         "Reconstructions through the code mean",
     )
 
@@ -172,11 +179,11 @@ def make_figures(cfg: RunConfig, fits: dict, key: jax.Array, n: int = 12) -> Non
         "New images from sampled codes (decoder means)",
     )
 
-    pairs = [(0, 1), (2, 3), (4, 5)]
+    pairs = interpolation_pairs(dataset.y_test)
     t = jnp.linspace(0.0, 1.0, 10)[:, None]
     rows, labels = [], []
     for name, r in (("AE", ae), ("VAE", vae)):
-        codes = r.model.encode(r.params, x_test[:6]).mean
+        codes = r.model.encode(r.params, x_test[: 1 + max(max(p) for p in pairs)]).mean
         for a, b in pairs:
             path = codes[a] * (1 - t) + codes[b] * t
             rows.append(np.asarray(r.model.likelihood.mean(r.model.decode(r.params, path))))
@@ -200,3 +207,16 @@ def make_figures(cfg: RunConfig, fits: dict, key: jax.Array, n: int = 12) -> Non
         {"AE": ae.history, "VAE": vae.history},
         {"AE": "MSE (sum over pixels)", "VAE": "-ELBO (nats)"},
     )
+
+
+def interpolation_pairs(labels, n: int = 3) -> list[tuple[int, int]]:
+    """n pairs of test indices (a, b), each b the first later image of another class
+    (consecutive images when there are no labels)."""
+    pairs, a = [], 0
+    while len(pairs) < n:
+        b = a + 1
+        if labels is not None:
+            b = next((j for j in range(a + 1, len(labels)) if labels[j] != labels[a]), b)
+        pairs.append((a, b))
+        a = b + 1
+    return pairs

@@ -283,6 +283,11 @@ def verdicts(m: dict) -> list[dict]:
     return rows
 
 
+def markdown_row(cells: list[str]) -> str:
+    """One table row; pipes inside a cell (as in q(z|x)) are escaped."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
 def write_report(path: str, metrics: dict, command: str) -> None:
     """report.md: the article's table with a measured column and a verdict per row,
     the main numbers, and the figures."""
@@ -301,7 +306,8 @@ def write_report(path: str, metrics: dict, command: str) -> None:
         "|---|---|---|---|---|",
     ]
     for r in verdicts(metrics):
-        lines.append(f"| {r['row']} | {r['ae']} | {r['vae']} | {r['measured']} | {r['verdict']} |")
+        cells = [r[k] for k in ("row", "ae", "vae", "measured", "verdict")]
+        lines.append(markdown_row(cells))
     ae, vae = metrics["models"]["ae"], metrics["models"]["vae"]
     keys = [
         "test_mse",

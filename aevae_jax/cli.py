@@ -15,6 +15,7 @@ import sys
 from aevae_jax.config import (
     BACKBONES,
     BINARIZE_MODES,
+    INITS,
     OPTIMIZERS,
     SCHEDULES,
     DataConfig,
@@ -78,6 +79,13 @@ def add_train_options(
     g.add_argument("--latent-dim", type=int, default=m.latent_dim, help="default: %(default)s")
     g.add_argument("--activation", default=m.activation, help="default: %(default)s")
     g.add_argument(
+        "--init",
+        choices=INITS,
+        default=m.init,
+        help="layer initialisation: Flax's defaults (lecun) or PyTorch's (torch) "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
         "--likelihood",
         default=None,
         help="bernoulli, gaussian or mse (default: the model's own; AE: mse, VAE: bernoulli)",
@@ -126,6 +134,7 @@ def run_config_from_args(args: argparse.Namespace, model: str) -> RunConfig:
             latent_dim=args.latent_dim,
             activation=args.activation,
             likelihood=args.likelihood,
+            init=args.init,
         ),
         optim=OptimConfig(
             optimizer=args.optimizer,

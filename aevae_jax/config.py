@@ -17,6 +17,7 @@ BINARIZE_MODES = ("dynamic", "static", "none")
 BACKBONES = ("mlp", "conv")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
+INITS = ("lecun", "torch")  # Flax's layer defaults, or PyTorch's (see nets.layer_init)
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -59,7 +60,8 @@ class DataConfig:
 class ModelConfig:
     """Which model and backbone. Hidden sizes are listed from the input inwards;
     decoders mirror them. `likelihood=None` takes the model's default (AE: mse,
-    VAE: bernoulli)."""
+    VAE: bernoulli). `init` picks the layer initialisation: 'lecun' (Flax's defaults) or
+    'torch' (PyTorch's nn.Linear/Conv2d defaults, to reproduce PyTorch set-ups)."""
 
     name: str = "vae"
     backbone: str = "mlp"
@@ -68,11 +70,13 @@ class ModelConfig:
     activation: str = "relu"
     likelihood: str | None = None
     conv_channels: tuple[int, ...] = (32, 64)
+    init: str = "lecun"
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
         _choice("backbone", self.backbone, BACKBONES)
+        _choice("init", self.init, INITS)
         _positive_int("latent_dim", self.latent_dim)
         for h in self.hidden:
             _positive_int("each hidden size", h)

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from aevae_jax.config import INITS
 from aevae_jax.errors import UserError
 
 ACTIVATIONS = {
@@ -25,6 +26,38 @@ ACTIVATIONS = {
     "silu": nn.silu,
     "leaky_relu": nn.leaky_relu,
 }
+
+
+def layer_init(init: str, fan_in: int) -> dict:
+    """Initialisers of a Dense/Conv layer with `fan_in` inputs per output.
+
+    'lecun': Flax's defaults (truncated-normal kernel with variance 1/fan_in, zero bias).
+    'torch': PyTorch's nn.Linear/nn.Conv2d defaults, kernel and bias both
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), to reproduce PyTorch set-ups exactly.
+    """
+    if init == "lecun":
+        return {}
+    if init == "torch":
+        bound = 1.0 / math.sqrt(fan_in)
+        return {
+            "kernel_init": nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+            "bias_init": lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+                key, shape, dtype, -bound, bound
+            ),
+        }
+    raise UserError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+
+
+def dense(features: int, h: jax.Array, init: str) -> jax.Array:
+    return nn.Dense(features, **layer_init(init, h.shape[-1]))(h)
+
+
+def conv(kind, features: int, h: jax.Array, init: str) -> jax.Array:
+    """A 3x3 stride-2 'SAME' (transposed) convolution."""
+    layer = kind(
+        features, (3, 3), strides=(2, 2), padding="SAME", **layer_init(init, 9 * h.shape[-1])
+    )
+    return layer(h)
 
 
 def get_activation(name: str):
@@ -42,14 +75,15 @@ class MLPEncoder(nn.Module):
     hidden: Sequence[int]
     out_dim: int
     activation: str = "relu"
+    init_scheme: str = "lecun"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = get_activation(self.activation)
         h = x.reshape(x.shape[0], -1)
         for width in self.hidden:
-            h = act(nn.Dense(width)(h))
-        return nn.Dense(self.out_dim)(h)
+            h = act(dense(width, h, self.init_scheme))
+        return dense(self.out_dim, h, self.init_scheme)
 
 
 class MLPDecoder(nn.Module):
@@ -58,14 +92,15 @@ class MLPDecoder(nn.Module):
     hidden: Sequence[int]
     image_shape: tuple[int, ...]
     activation: str = "relu"
+    init_scheme: str = "lecun"
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         act = get_activation(self.activation)
         h = z
         for width in reversed(tuple(self.hidden)):
-            h = act(nn.Dense(width)(h))
-        h = nn.Dense(math.prod(self.image_shape))(h)
+            h = act(dense(width, h, self.init_scheme))
+        h = dense(math.prod(self.image_shape), h, self.init_scheme)
         return h.reshape(z.shape[0], *self.image_shape)
 
 
@@ -77,17 +112,18 @@ class ConvEncoder(nn.Module):
     hidden: Sequence[int]
     out_dim: int
     activation: str = "relu"
+    init_scheme: str = "lecun"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = get_activation(self.activation)
         h = x
         for c in self.channels:
-            h = act(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(h))
+            h = act(conv(nn.Conv, c, h, self.init_scheme))
         h = h.reshape(h.shape[0], -1)
         for width in self.hidden:
-            h = act(nn.Dense(width)(h))
-        return nn.Dense(self.out_dim)(h)
+            h = act(dense(width, h, self.init_scheme))
+        return dense(self.out_dim, h, self.init_scheme)
 
 
 class ConvDecoder(nn.Module):
@@ -98,6 +134,7 @@ class ConvDecoder(nn.Module):
     hidden: Sequence[int]
     image_shape: tuple[int, ...]
     activation: str = "relu"
+    init_scheme: str = "lecun"
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -107,12 +144,12 @@ class ConvDecoder(nn.Module):
         channels = tuple(self.channels)
         h = z
         for w in reversed(tuple(self.hidden)):
-            h = act(nn.Dense(w)(h))
+            h = act(dense(w, h, self.init_scheme))
         h = act(nn.Dense((height // scale) * (width // scale) * channels[-1])(h))
         h = h.reshape(z.shape[0], height // scale, width // scale, channels[-1])
         for c in reversed(channels[:-1]):
-            h = act(nn.ConvTranspose(c, (3, 3), strides=(2, 2), padding="SAME")(h))
-        return nn.ConvTranspose(out_channels, (3, 3), strides=(2, 2), padding="SAME")(h)
+            h = act(conv(nn.ConvTranspose, c, h, self.init_scheme))
+        return conv(nn.ConvTranspose, out_channels, h, self.init_scheme)
 
 
 def make_backbone(
@@ -122,13 +159,15 @@ def make_backbone(
     hidden: Sequence[int],
     activation: str,
     conv_channels: Sequence[int] = (32, 64),
+    init: str = "lecun",
 ) -> tuple[nn.Module, nn.Module]:
     """The (encoder, decoder) pair for `kind` ('mlp' or 'conv') and an image shape."""
-    get_activation(activation)  # fail on a bad name before any tracing
+    get_activation(activation)  # fail on bad names before any tracing
+    layer_init(init, 1)
     if kind == "mlp":
         return (
-            MLPEncoder(tuple(hidden), encoder_out, activation),
-            MLPDecoder(tuple(hidden), tuple(image_shape), activation),
+            MLPEncoder(tuple(hidden), encoder_out, activation, init),
+            MLPDecoder(tuple(hidden), tuple(image_shape), activation, init),
         )
     if kind == "conv":
         scale = 2 ** len(conv_channels)
@@ -139,7 +178,7 @@ def make_backbone(
                 "Use --backbone mlp, or pad/crop the images (28x28 and 32x32 work)."
             )
         return (
-            ConvEncoder(tuple(conv_channels), tuple(hidden), encoder_out, activation),
-            ConvDecoder(tuple(conv_channels), tuple(hidden), tuple(image_shape), activation),
+            ConvEncoder(tuple(conv_channels), tuple(hidden), encoder_out, activation, init),
+            ConvDecoder(tuple(conv_channels), tuple(hidden), tuple(image_shape), activation, init),
         )
     raise UserError(f"unknown backbone {kind!r}; choose mlp or conv")

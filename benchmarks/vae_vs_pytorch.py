@@ -35,6 +35,7 @@ Run it
     pip install torch==2.13.0          # the optional CPU baseline (extra "torch")
     python benchmarks/vae_vs_pytorch.py                    # 10 epochs, 60k / 10k
     python benchmarks/vae_vs_pytorch.py --epochs 1 --train-size 2048   # a quick check
+    python benchmarks/vae_vs_pytorch.py --jax-init torch   # both sides with PyTorch's init
 
 It prints a small table and writes every number, the machine, the versions and the
 command line to --json (default benchmarks/results/vae_vs_pytorch.json).
@@ -81,6 +82,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10,
         help="PyTorch steps of the first epoch left out of the step-time median (default 10)",
     )
+    p.add_argument(
+        "--jax-init",
+        choices=("lecun", "torch"),
+        default="lecun",
+        help="layer initialisation of the JAX side: Flax's defaults (lecun, the library "
+        "default) or PyTorch's (torch), which makes both sides start from the same "
+        "distribution (default lecun)",
+    )
     p.add_argument("--json", default=DEFAULT_JSON, help="where to write the results")
     args = p.parse_args(argv)
     if args.epochs < 1:
@@ -124,6 +133,7 @@ def run_jax(dataset, args: argparse.Namespace) -> dict:
                 latent_dim=LATENT,
                 activation="relu",
                 likelihood="bernoulli",
+                init=args.jax_init,
             ),
             optim=OptimConfig(optimizer="adam", lr=LR, schedule="constant"),
             epochs=args.epochs,
@@ -362,8 +372,12 @@ def main(argv: list[str] | None = None) -> None:
         "test_size": len(dataset.x_test),
         "steps_per_epoch": n_train // BATCH_SIZE,
         "seed": args.seed,
-        "init": "JAX: Flax Dense defaults (lecun_normal, zero bias); "
-        "PyTorch: nn.Linear defaults (kaiming_uniform a=sqrt(5), uniform bias)",
+        "init": (
+            "JAX: Flax Dense defaults (lecun_normal, zero bias)"
+            if args.jax_init == "lecun"
+            else "JAX: PyTorch's rule (uniform +-1/sqrt(fan_in) kernel and bias)"
+        )
+        + "; PyTorch: nn.Linear defaults (kaiming_uniform a=sqrt(5), uniform bias)",
     }
 
     load_before = os.getloadavg()

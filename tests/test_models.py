@@ -142,3 +142,21 @@ def test_vae_sample_and_importance_weights_shapes():
 def test_ae_has_no_sampler_or_density():
     model = make_model(ModelConfig(name="ae"), (28, 28, 1))
     assert model.sample is None and model.log_importance_weights is None
+
+
+def test_torch_init_draws_pytorchs_uniform_bounds_and_lecun_keeps_zero_bias():
+    x = _x((2, 28, 28, 1))
+    torch_like = make_model(ModelConfig(name="vae", init="torch"), (28, 28, 1))
+    p = torch_like.init(jax.random.key(0), x)["encoder"]["Dense_0"]
+    bound = 1 / math.sqrt(784)
+    kernel, bias = np.asarray(p["kernel"]), np.asarray(p["bias"])
+    assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
+    assert kernel.var() == pytest.approx(bound**2 / 3, rel=0.02)  # U(-b, b) has variance b^2/3
+    assert np.abs(bias).min() < bound and bias.std() > bound / 3
+    lecun = make_model(ModelConfig(name="vae"), (28, 28, 1))
+    q = lecun.init(jax.random.key(0), x)["encoder"]["Dense_0"]
+    assert np.all(np.asarray(q["bias"]) == 0)
+    assert np.asarray(q["kernel"]).var() == pytest.approx(1 / 784, rel=0.05)
+    conv = make_model(ModelConfig(name="ae", backbone="conv", init="torch"), (28, 28, 1))
+    c = conv.init(jax.random.key(0), x)["encoder"]["Conv_0"]["kernel"]
+    assert np.abs(np.asarray(c)).max() <= 1 / math.sqrt(9 * 1)

@@ -86,7 +86,13 @@ def make_backbone_fns(cfg, image_shape: tuple[int, ...], encoder_out: int) -> Ba
     from aevae_jax.nets import make_backbone
 
     enc, dec = make_backbone(
-        cfg.backbone, image_shape, encoder_out, cfg.hidden, cfg.activation, cfg.conv_channels
+        cfg.backbone,
+        image_shape,
+        encoder_out,
+        cfg.hidden,
+        cfg.activation,
+        cfg.conv_channels,
+        cfg.init,
     )
 
     def init(key, x):

@@ -103,6 +103,12 @@ def add_train_options(
         help="for warmup_cosine (default: %(default)s)",
     )
     g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=o.weight_decay,
+        help="decoupled weight decay, for adamw (default: %(default)s)",
+    )
+    g.add_argument(
         "--grad-clip",
         type=float,
         default=None,
@@ -142,6 +148,7 @@ def run_config_from_args(args: argparse.Namespace, model: str) -> RunConfig:
             schedule=args.schedule,
             warmup_steps=args.warmup_steps,
             grad_clip=args.grad_clip,
+            weight_decay=args.weight_decay,
         ),
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -159,6 +166,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model not in model_names():
         make_model(cfg.model, (28, 28, 1))  # raises the unknown-model error before data loads
     result = fit(cfg, resume=args.resume, progress=not args.quiet)
+    if not result.history:
+        print(f"nothing to train: {cfg.out} is complete and its metrics.jsonl is missing")
+        return 0
     last = result.history[-1]
     print(
         f"{cfg.model.name} on {cfg.data.dataset}: epoch {last['epoch']}, "
@@ -199,9 +209,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from aevae_jax.runs import load_run
 
     require(args.iwae_k > 0, f"--iwae-k must be a positive integer, got {args.iwae_k}")
+    if args.json:  # fail now, not after minutes of evaluation
+        parent = os.path.dirname(os.path.abspath(args.json))
+        require(
+            os.path.isdir(parent) and os.access(parent, os.W_OK),
+            f"cannot write --json {args.json!r}: {parent} is not a writable directory",
+        )
     run = load_run(args.run, args.checkpoint)
     full = load_dataset(run.cfg.data.dataset, run.cfg.data.data_dir)
-    classifier = None if args.no_fd else load_or_train_classifier(full, seed=run.cfg.seed)
+    classifier = None if args.no_fd else load_or_train_classifier(full)
     metrics = evaluate_model(
         run.model,
         run.params,
@@ -231,8 +247,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from aevae_jax.data import to_unit_interval
     from aevae_jax.errors import require
+    from aevae_jax.evaluate import TRAIN_SPLIT, encode_split, eval_inputs
     from aevae_jax.report import image_grid
     from aevae_jax.runs import load_run
     from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
@@ -249,8 +265,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.sampler == "prior":
         images = prior_images(run.model, run.params, key, args.n)
     else:
-        x = to_unit_interval(jnp.asarray(run.dataset.x_train[:10_000]))
-        codes = run.model.encode(run.params, x).mean
+        x = eval_inputs(jnp.asarray(run.dataset.x_train), run.cfg.data.binarize, TRAIN_SPLIT)
+        codes = encode_split(run.model, run.params, x).mean
         images = decode_samples(run.model, run.params, expost_gaussian(codes), key, args.n)
     image_grid(
         args.out,
@@ -284,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="the main job: train an AE and a VAE alike, evaluate both, write a report",
         description="Train an AE and a VAE with the same backbone, latent size, data and "
-        "budget; evaluate both; write metrics.json, report.md and PNG figures into --out.",
+        "budget; evaluate both; write metrics.json, report.md and PNG figures into --out. "
+        "The AE always trains on MSE; --likelihood sets the VAE's.",
     )
     p.add_argument(
         "--iwae-k",

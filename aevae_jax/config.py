@@ -18,6 +18,10 @@ BACKBONES = ("mlp", "conv")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 INITS = ("lecun", "torch")  # Flax's layer defaults, or PyTorch's (see nets.layer_init)
+# Names checked here, before any data loads; nets.ACTIVATIONS and likelihoods.LIKELIHOODS
+# hold the functions (a test keeps the names in step).
+ACTIVATION_NAMES = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
+LIKELIHOOD_NAMES = ("bernoulli", "mse", "gaussian")
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -77,6 +81,9 @@ class ModelConfig:
         object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
         _choice("backbone", self.backbone, BACKBONES)
         _choice("init", self.init, INITS)
+        _choice("activation", self.activation, ACTIVATION_NAMES)
+        if self.likelihood is not None:
+            _choice("likelihood", self.likelihood, LIKELIHOOD_NAMES)
         _positive_int("latent_dim", self.latent_dim)
         for h in self.hidden:
             _positive_int("each hidden size", h)
@@ -107,6 +114,15 @@ class OptimConfig:
             f"grad_clip must be positive (or omitted for no clipping), got {self.grad_clip!r}",
         )
         require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        require(
+            self.weight_decay == 0 or self.optimizer == "adamw",
+            f"weight_decay applies to adamw only; use --optimizer adamw (got {self.optimizer})",
+        )
+        require(
+            self.warmup_steps == 0 or self.schedule == "warmup_cosine",
+            "warmup_steps applies to the warmup_cosine schedule only; use --schedule "
+            f"warmup_cosine (got {self.schedule})",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -183,8 +184,13 @@ def load_npz(path: str) -> Dataset:
             f"{path} cannot be read without pickle ({e}); save plain numeric arrays with "
             "np.savez(path, x_train=..., x_test=..., y_train=..., y_test=...)"
         ) from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"{path} is not a readable .npz file: {e}") from None
+    for k, v in arrays.items():
+        require(
+            isinstance(v, np.ndarray),
+            f"{path}: member {k!r} is not a NumPy array; write the file with np.savez",
+        )
     missing = [k for k in ("x_train", "x_test") if k not in arrays]
     require(
         not missing,

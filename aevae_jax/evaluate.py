@@ -25,7 +25,7 @@ from aevae_jax.likelihoods import (
 )
 from aevae_jax.models import Batch, Model
 
-TEST_SPLIT = 1  # split id for static binarization keys
+TRAIN_SPLIT, TEST_SPLIT = 0, 1  # split ids of the static binarization keys
 
 
 def map_examples(fn: Callable, arrays, chunk: int = 1000):
@@ -55,10 +55,11 @@ def eval_mode(binarize: str) -> str:
     return "none" if binarize == "none" else "static"
 
 
-def eval_inputs(x: jax.Array, binarize: str) -> jax.Array:
-    """The whole stored test split [N, ...] as model input [N, H, W, C] float32."""
+def eval_inputs(x: jax.Array, binarize: str, split: int = TEST_SPLIT) -> jax.Array:
+    """A whole stored split [N, ...] as model input [N, H, W, C] float32, binarized by
+    that split's fixed draw (for training images, the very draw static training uses)."""
     index = jnp.arange(x.shape[0], dtype=jnp.int32)
-    return preprocess(x, eval_mode(binarize), None, index, split=TEST_SPLIT)
+    return preprocess(x, eval_mode(binarize), None, index, split=split)
 
 
 def make_loss_per_example(model: Model, binarize: str) -> Callable:
@@ -107,6 +108,12 @@ def reconstruction_errors(model: Model, params, x: jax.Array) -> dict[str, jax.A
 # ------------------------------------------------------------------ latent statistics
 
 
+def encode_split(model: Model, params, x: jax.Array, chunk: int = 500):
+    """Encoding of every example of model inputs x [N, H, W, C], in chunks."""
+    one = lambda xi, i: jax.tree.map(lambda a: a[0], model.encode(params, xi[None]))
+    return jax.jit(lambda x: map_examples(one, (x,), chunk))(x)
+
+
 def active_units(means: jax.Array, threshold: float = 0.01) -> jax.Array:
     """Burda et al.: dimension u is active if Cov_x(E_q[z_u | x]) > threshold.
     means: [N, L] posterior means over a split -> number of active dimensions."""
@@ -127,24 +134,26 @@ def iwae_log_likelihood(
     """Importance-weighted estimate log (1/K) sum_k p(x, z_k) / q(z_k | x), per example.
 
     log_weights(params, x [B, ...], key, c) -> [c, B] (a model's log_importance_weights).
-    The K samples are drawn in chunks of `k_chunk` (chunk j with fold_in(key, j)) and
-    combined by a running log-sum-exp inside `lax.scan`, so memory is O(k_chunk).
-    Returns [B]; for K = 1 it is the single-sample Monte-Carlo ELBO
-    log p(x|z) + log p(z) - log q(z|x) with z drawn from fold_in(key, 0).
+    Sample j is drawn with its own key fold_in(key, j), so the estimate does not depend
+    on `k_chunk`; the samples are vmapped in chunks of `k_chunk` and combined by a
+    running log-sum-exp inside `lax.scan`, so memory is O(k_chunk). Returns [B]; for
+    K = 1 it is the single-sample Monte-Carlo ELBO log p(x|z) + log p(z) - log q(z|x)
+    with z drawn from fold_in(key, 0).
     """
     k_chunk = min(k_chunk, k)
-    n_full, rest = divmod(k, k_chunk)
+    n_full = k // k_chunk
 
-    def add(total, log_w):  # running logsumexp over chunks
-        return jnp.logaddexp(total, jax.nn.logsumexp(log_w, axis=0))
+    def chunk_log_w(js):  # sample indices [c] -> log weights [c, B]
+        return jax.vmap(lambda j: log_weights(params, x, jax.random.fold_in(key, j), 1)[0])(js)
 
-    def body(total, j):
-        return add(total, log_weights(params, x, jax.random.fold_in(key, j), k_chunk)), None
+    def body(total, js):
+        return jnp.logaddexp(total, jax.nn.logsumexp(chunk_log_w(js), axis=0)), None
 
     total = jnp.full((x.shape[0],), -jnp.inf)
-    total, _ = jax.lax.scan(body, total, jnp.arange(n_full))
-    if rest:
-        total = add(total, log_weights(params, x, jax.random.fold_in(key, n_full), rest))
+    full = jnp.arange(n_full * k_chunk, dtype=jnp.int32).reshape(n_full, k_chunk)
+    total, _ = jax.lax.scan(body, total, full)
+    if k > n_full * k_chunk:
+        total, _ = body(total, jnp.arange(n_full * k_chunk, k, dtype=jnp.int32))
     return total - math.log(k)
 
 
@@ -260,18 +269,19 @@ def evaluate_model(
     )(params, noisy, x_test)
     out["test_denoise_mse"] = float(jnp.mean(denoised))
 
-    encode = jax.jit(
-        lambda p, x: map_examples(
-            lambda xi, i: jax.tree.map(lambda a: a[0], model.encode(p, xi[None])), (x,), chunk
-        )
-    )
+    encode = functools.partial(encode_split, model, chunk=chunk)
     enc_test = encode(params, x_test)
     if enc_test.log_var is not None:
         kl_dims = kl_per_dimension(enc_test.mean, enc_test.log_var)
         out["test_kl"] = float(jnp.sum(kl_dims))
         out["kl_per_dim"] = [float(v) for v in kl_dims]
         out["active_units"] = int(active_units(enc_test.mean))
-        out["posterior_std_mean"] = float(jnp.mean(jnp.exp(0.5 * enc_test.log_var)))
+        std = jnp.mean(jnp.exp(0.5 * enc_test.log_var), axis=0)  # [L]
+        active = jnp.var(enc_test.mean, axis=0) > 0.01
+        out["posterior_std_mean"] = float(jnp.mean(std))
+        out["posterior_std_active"] = (
+            float(jnp.sum(std * active) / jnp.sum(active)) if bool(active.any()) else None
+        )
 
     if model.log_importance_weights is not None:
         losses = make_loss_per_example(model, binarize)
@@ -294,7 +304,7 @@ def evaluate_model(
         out["test_nll_iwae"] = -float(jnp.mean(iwae(params, x_test)))
         out["iwae_k"] = int(iwae_k)
 
-    x_train = eval_inputs(jnp.asarray(dataset.x_train), binarize)
+    x_train = eval_inputs(jnp.asarray(dataset.x_train), binarize, split=TRAIN_SPLIT)
     enc_train = encode(params, x_train)
     if dataset.y_train is not None and dataset.y_test is not None:
         out["probe_accuracy"] = linear_probe_accuracy(

@@ -53,10 +53,11 @@ def dense(features: int, h: jax.Array, init: str) -> jax.Array:
 
 
 def conv(kind, features: int, h: jax.Array, init: str) -> jax.Array:
-    """A 3x3 stride-2 'SAME' (transposed) convolution."""
-    layer = kind(
-        features, (3, 3), strides=(2, 2), padding="SAME", **layer_init(init, 9 * h.shape[-1])
-    )
+    """A 3x3 stride-2 'SAME' (transposed) convolution. PyTorch's rule takes fan_in from
+    the weight's second axis: input channels for Conv2d, output channels for
+    ConvTranspose2d; 'torch' init follows it."""
+    fan_in = 9 * (features if kind is nn.ConvTranspose else h.shape[-1])
+    layer = kind(features, (3, 3), strides=(2, 2), padding="SAME", **layer_init(init, fan_in))
     return layer(h)
 
 
@@ -145,7 +146,7 @@ class ConvDecoder(nn.Module):
         h = z
         for w in reversed(tuple(self.hidden)):
             h = act(dense(w, h, self.init_scheme))
-        h = act(nn.Dense((height // scale) * (width // scale) * channels[-1])(h))
+        h = act(dense((height // scale) * (width // scale) * channels[-1], h, self.init_scheme))
         h = h.reshape(z.shape[0], height // scale, width // scale, channels[-1])
         for c in reversed(channels[:-1]):
             h = act(conv(nn.ConvTranspose, c, h, self.init_scheme))

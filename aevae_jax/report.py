@@ -30,7 +30,7 @@ FIGURES = {
 
 def _as_display(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img, np.float32)
-    return img[..., 0] if img.shape[-1] == 1 else img
+    return img if img.shape[-1] in (3, 4) else img[..., 0]  # grey, or the first channel
 
 
 def image_rows(path: str, rows: list[np.ndarray], labels: list[str], title: str) -> None:
@@ -63,6 +63,8 @@ def latent_scatter(
         centred = z - z.mean(0)
         _, s, vt = np.linalg.svd(centred, full_matrices=False)
         xy = centred @ vt[:2].T
+        if xy.shape[1] == 1:  # a 1-D latent space: spread it along y by index
+            xy = np.concatenate([xy, np.zeros_like(xy)], axis=1)
         explained = (s[:2] ** 2).sum() / (s**2).sum()
         scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6)
         ax.set_title(f"{name}: latent means, PCA ({explained:.0%} of variance)", fontsize=10)
@@ -111,6 +113,16 @@ def verdicts(m: dict) -> list[dict]:
     rows = []
 
     better_rec = ae["test_mse"] < vae["test_mse"]
+    # A Bernoulli likelihood on grey levels is a cross-entropy, not a normalised density.
+    grey_bernoulli = m["config"].get("binarize") == "none" and (
+        m["config"].get("vae_likelihood", "bernoulli") == "bernoulli"
+    )
+    nll_name = "cross-entropy bound (grey levels)" if grey_bernoulli else "NLL"
+    likelihood_clause = (
+        "only the VAE scores the data (a cross-entropy here, as targets are grey levels)"
+        if grey_bernoulli
+        else "only the VAE assigns the data a likelihood"
+    )
     rows.append(
         {
             "row": "Objective",
@@ -119,37 +131,40 @@ def verdicts(m: dict) -> list[dict]:
             "measured": (
                 f"test MSE: AE {_f(ae['test_mse'])}, VAE {_f(vae['test_mse'])}; "
                 f"PSNR {_f(ae['test_psnr'])} vs {_f(vae['test_psnr'])} dB; "
-                f"VAE NLL (IWAE, K={vae.get('iwae_k')}) {_f(vae.get('test_nll_iwae'))} "
-                "nats, AE none"
+                f"VAE {nll_name} (IWAE, K={vae.get('iwae_k')}) "
+                f"{_f(vae.get('test_nll_iwae'))} nats, AE none"
             ),
             "verdict": (
-                "Supported: the AE reconstructs better, and only the VAE assigns the "
-                "data a likelihood."
+                f"Supported: the AE reconstructs better, and {likelihood_clause}."
                 if better_rec
                 else "Not supported on reconstruction: the VAE reconstructs as well or "
-                "better here, though only the VAE assigns the data a likelihood."
+                f"better here, though {likelihood_clause}."
             ),
         }
     )
 
     au, L = vae.get("active_units"), len(vae.get("kl_per_dim", [])) or m["config"]["latent_dim"]
-    spread = vae.get("posterior_std_mean")
+    spread = vae.get("posterior_std_active")  # over active dimensions: collapsed ones are ~1
     distributional = spread is not None and spread > 0.05 and au is not None and au > 0
+    most_active = au is not None and au >= L / 2
     rows.append(
         {
             "row": "Latent space",
             "ae": "fixed, deterministic",
             "vae": "a distribution (Gaussian: mean and variance)",
             "measured": (
-                f"VAE q(z|x): mean posterior std {_f(spread, 3)}, active units "
+                f"VAE q(z|x): mean posterior std in active dimensions {_f(spread, 3)}, "
+                f"active units "
                 f"{au}/{L}, KL {_f(vae.get('test_kl'))} nats; AE: one point per image"
             ),
             "verdict": (
                 "Supported: each VAE code is a Gaussian of non-trivial width, and "
                 f"{au} of {L} dimensions carry information."
+                if distributional and most_active
+                else f"Partly: the VAE codes are Gaussians, but only {au} of {L} dimensions "
+                "carry information; the others have collapsed to the prior."
                 if distributional
-                else "Only partly: the VAE posterior has collapsed to the prior or to points "
-                "in most dimensions."
+                else "Not supported: the VAE posterior has collapsed to the prior or to points."
             ),
         }
     )
@@ -208,7 +223,8 @@ def verdicts(m: dict) -> list[dict]:
             (fd_ae - fd_ex) / (fd_ae - fd_vae) if fd_ex is not None and fd_ae > fd_vae else None
         )
         gen_measured = (
-            f"domain FD of 10k samples (lower is better): AE z~N(0, I) "
+            f"domain FD of {m['config'].get('test_size', '?')} samples (lower is better): "
+            "AE z~N(0, I) "
             f"{_f(fd_ae)}, AE ex-post Gaussian {_f(fd_ex)}, VAE prior {_f(fd_vae)}"
         )
         if fd_vae < fd_ae:
@@ -221,6 +237,10 @@ def verdicts(m: dict) -> list[dict]:
                     f"; but a Gaussian fitted to the AE's codes after training does better "
                     f"still (FD {_f(fd_ex)}): the AE's 'limited' generation comes from "
                     "sampling N(0, I), not from its decoder."
+                )
+            elif closed is not None and closed <= 0:
+                gen_verdict += (
+                    f"; a Gaussian fitted to the AE's codes does not help (FD {_f(fd_ex)})."
                 )
             elif closed is not None:
                 gen_verdict += (
@@ -255,13 +275,10 @@ def verdicts(m: dict) -> list[dict]:
             f"; linear-probe accuracy of codes: AE {_f(100 * probe_ae, 1)}%, "
             f"VAE {_f(100 * probe_vae, 1)}%"
         )
-    parts = []
-    parts.append(
-        "the AE denoises better" if denoise_better else "the VAE denoises as well or better"
-    )
+    parts = ["the AE denoises better" if denoise_better else "the VAE denoises as well or better"]
     if probe_ae is not None:
         parts.append(
-            "its codes are better features"
+            "the AE's codes are the better features"
             if features_better
             else "the VAE's codes are the better features"
         )
@@ -298,7 +315,8 @@ def write_report(path: str, metrics: dict, command: str) -> None:
         f"Produced by `{command}`.",
         f"Both models: {cfg['backbone']} backbone, hidden {cfg['hidden']}, latent "
         f"{cfg['latent_dim']}, {cfg['epochs']} epochs of {cfg['train_size']} training images, "
-        f"batch {cfg['batch_size']}, Adam {cfg['lr']}, binarization {cfg['binarize']}, "
+        f"batch {cfg['batch_size']}, {cfg.get('optimizer', 'adam')} lr {cfg['lr']} "
+        f"({cfg.get('schedule', 'constant')}), binarization {cfg['binarize']}, "
         f"seed {cfg['seed']}. Test split: {cfg['test_size']} images, binarized once with a "
         "fixed draw where training binarizes.",
         "",

@@ -53,11 +53,15 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
     """Adam / AdamW / SGD(momentum 0.9) with a learning-rate schedule and optional
     global-norm gradient clipping."""
     decay_steps = max(total_steps, 1)
+    require(
+        cfg.warmup_steps < decay_steps or cfg.schedule != "warmup_cosine",
+        f"warmup_steps {cfg.warmup_steps} must be fewer than the run's {decay_steps} steps",
+    )
     schedules: dict[str, Callable[[], optax.Schedule]] = {
         "constant": lambda: optax.constant_schedule(cfg.lr),
         "cosine": lambda: optax.cosine_decay_schedule(cfg.lr, decay_steps),
         "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(
-            0.0, cfg.lr, min(cfg.warmup_steps, decay_steps - 1), decay_steps
+            0.0, cfg.lr, cfg.warmup_steps, decay_steps
         ),
     }
     lr = schedules[cfg.schedule]()
@@ -161,13 +165,28 @@ def prepare_out_dir(out: str, resume: bool) -> None:
 def _check_resumable(cfg: RunConfig, out: str) -> None:
     with open(os.path.join(out, CONFIG_FILE)) as f:
         saved = RunConfig.from_dict(json.load(f))
-    # Only the epoch budget may change on resume; anything else makes a different run.
-    if dataclasses.replace(saved, epochs=cfg.epochs) != cfg:
+    # Only the epoch budget may change on resume (and only under a constant learning
+    # rate, since schedules span the whole run); anything else makes a different run.
+    same_out = os.path.normpath(saved.out) == os.path.normpath(cfg.out)
+    if dataclasses.replace(saved, epochs=cfg.epochs, out=cfg.out) != cfg or not same_out:
         raise UserError(
             f"--resume: the options differ from the run saved in {out!r} "
             f"(saved: {saved.to_dict()}); resume with the same options (only --epochs may "
             "change), or start a new run with another --out"
         )
+
+
+def _check_epoch_change(saved_epochs: int, cfg: RunConfig, done: int) -> None:
+    require(
+        cfg.epochs >= done,
+        f"--resume: the run in {cfg.out!r} has already trained {done} epochs; "
+        f"pass --epochs {done} or more",
+    )
+    require(
+        cfg.epochs == saved_epochs or cfg.optim.schedule == "constant",
+        f"--resume: the {cfg.optim.schedule} schedule spans the run's {saved_epochs} epochs; "
+        f"changing --epochs would change it mid-run. Resume with --epochs {saved_epochs}",
+    )
 
 
 def _read_history(path: str, up_to_epoch: int) -> list[dict]:
@@ -227,7 +246,11 @@ def fit(
         )
         state = TrainState(restored["params"], restored["opt_state"], restored["step"])
         start_epoch = int(restored["epoch"])
-    else:
+    if resume:
+        with open(os.path.join(out, CONFIG_FILE)) as f:
+            saved_epochs = json.load(f)["epochs"]
+        _check_epoch_change(saved_epochs, cfg, start_epoch)
+    if not resume or cfg.epochs != saved_epochs:
         with open(os.path.join(out, CONFIG_FILE), "w") as f:
             json.dump(cfg.to_dict(), f, indent=2)
 

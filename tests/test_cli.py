@@ -131,8 +131,8 @@ def _npz(tmp_path, x_train, x_test=None):
         (["--hidden", "abc"], "--hidden takes integers"),
         (["--train-size", "0"], "train_size must be a positive integer"),
         (["--lr", "-1"], "lr must be positive"),
-        (["--activation", "swishy"], "unknown activation 'swishy'"),
-        (["--likelihood", "poisson"], "unknown likelihood 'poisson'"),
+        (["--activation", "swishy"], "activation must be one of relu"),
+        (["--likelihood", "poisson"], "likelihood must be one of bernoulli"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(extra, message, tmp_path, capsys):

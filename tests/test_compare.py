@@ -102,7 +102,7 @@ def test_verdicts_follow_the_numbers():
             "test_kl": 2.0,
             "active_units": 3,
             "kl_per_dim": [1, 1, 0],
-            "posterior_std_mean": 0.5,
+            "posterior_std_active": 0.5,
             "iwae_k": 10,
             "test_nll_iwae": 9.5,
             "probe_accuracy": 0.7,
@@ -120,6 +120,19 @@ def test_verdicts_follow_the_numbers():
     assert rows["Objective"].startswith("Not supported")
     rows = {r["row"]: r["verdict"] for r in report.verdicts(metrics(60, 30, 20, 1, 2))}
     assert "does better still" in rows["Generative ability"]
+    rows = {r["row"]: r["verdict"] for r in report.verdicts(metrics(60, 30, 70, 1, 2))}
+    assert "does not help" in rows["Generative ability"] and "%" not in rows["Generative ability"]
+    # The AE has the better probe (0.8 vs 0.7) but the VAE denoises better: each credited.
+    m = metrics(60, 30, 45, 1, 2)
+    m["models"]["vae"]["test_denoise_mse"] = 0.5
+    rows = {r["row"]: r["verdict"] for r in report.verdicts(m)}
+    assert rows["Applications"].startswith("Partly supported")
+    assert "the AE's codes are the better features" in rows["Applications"]
+    assert "the VAE denoises as well or better" in rows["Applications"]
+    # One active unit of three: only partly a distribution over informative codes.
+    m["models"]["vae"].update(active_units=1, posterior_std_active=0.3)
+    rows = {r["row"]: r["verdict"] for r in report.verdicts(m)}
+    assert rows["Latent space"].startswith("Partly") and "only 1 of 3" in rows["Latent space"]
 
 
 def test_evaluate_and_sample_read_a_run(comparison, tmp_path, capsys):
@@ -172,8 +185,24 @@ def test_reader_commands_reject_bad_input(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_eval_inputs_of_the_training_split_are_the_static_training_draw():
+    import jax
+    import jax.numpy as jnp
+
+    from aevae_jax.data import preprocess
+    from aevae_jax.evaluate import TRAIN_SPLIT, eval_inputs
+
+    x = jnp.full((5, 4, 4, 1), 100, jnp.uint8)
+    train = eval_inputs(x, "dynamic", TRAIN_SPLIT)
+    static = preprocess(x, "static", jax.random.key(3), jnp.arange(5), split=0)
+    np.testing.assert_array_equal(train, static)
+    assert not np.array_equal(train, eval_inputs(x, "dynamic"))  # the test split's own draw
+
+
 def test_interpolation_pairs_cross_classes():
     labels = np.array([3, 3, 1, 1, 2, 5, 5, 0])
     pairs = interpolation_pairs(labels)
     assert pairs == [(0, 2), (3, 4), (5, 7)]
     assert all(labels[a] != labels[b] for a, b in pairs)
+    assert interpolation_pairs(labels, limit=4) == [(0, 2)]  # never past the images shown
+    assert interpolation_pairs(None, limit=6) == [(0, 1), (2, 3), (4, 5)]

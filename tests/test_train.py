@@ -118,7 +118,10 @@ def test_optimizer_options_build_and_clip():
     params = {"w": jnp.ones(3)}
     for opt in ("adam", "adamw", "sgd"):
         for schedule in ("constant", "cosine", "warmup_cosine"):
-            tx = make_optimizer(OptimConfig(optimizer=opt, schedule=schedule, warmup_steps=2), 10)
+            warmup = 2 if schedule == "warmup_cosine" else 0
+            tx = make_optimizer(
+                OptimConfig(optimizer=opt, schedule=schedule, warmup_steps=warmup), 10
+            )
             tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     tx = make_optimizer(OptimConfig(optimizer="sgd", lr=1.0, grad_clip=1.0), 10)
     updates, _ = tx.update({"w": jnp.full(3, 100.0)}, tx.init(params), params)
@@ -221,3 +224,40 @@ def test_killed_run_resumes_to_the_uninterrupted_parameters(small_npz, tmp_path)
     assert int(a["step"]) == int(b["step"]) == epochs * (2048 // 16)
     rows = [json.loads(line) for line in open(killed_out / "metrics.jsonl")]
     assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+
+
+def test_resume_refuses_fewer_epochs_and_schedule_changes(fashion_mnist, tmp_path):
+    cfg = small_cfg(tmp_path / "run", epochs=2)
+    fit(cfg, dataset=fashion_mnist, progress=False)
+    with pytest.raises(UserError, match="already trained 2 epochs"):
+        fit(
+            small_cfg(tmp_path / "run", epochs=1),
+            resume=True,
+            dataset=fashion_mnist,
+            progress=False,
+        )
+    cos = small_cfg(tmp_path / "cos", epochs=1, optim=OptimConfig(schedule="cosine"))
+    fit(cos, dataset=fashion_mnist, progress=False)
+    longer = small_cfg(tmp_path / "cos", epochs=2, optim=OptimConfig(schedule="cosine"))
+    with pytest.raises(UserError, match="schedule spans"):
+        fit(longer, resume=True, dataset=fashion_mnist, progress=False)
+    # The same options, spelled with a trailing slash, are the same run.
+    same = small_cfg(str(tmp_path / "run") + "/", epochs=2)
+    assert len(fit(same, resume=True, dataset=fashion_mnist, progress=False).history) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(optimizer="adam", weight_decay=0.1), "adamw only"),
+        (dict(schedule="constant", warmup_steps=10), "warmup_cosine schedule only"),
+    ],
+)
+def test_optimizer_options_that_would_be_ignored_are_errors(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        OptimConfig(**kwargs)
+
+
+def test_warmup_longer_than_the_run_is_an_error():
+    with pytest.raises(UserError, match="fewer than the run's 10 steps"):
+        make_optimizer(OptimConfig(schedule="warmup_cosine", warmup_steps=10), 10)

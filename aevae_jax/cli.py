@@ -277,6 +277,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """--run and --checkpoint: which trained run, and which of its checkpoints."""
+    p.add_argument("--run", required=True, help="the --out directory of an `aevae train` run")
+    p.add_argument(
+        "--checkpoint",
+        choices=("best", "latest"),
+        default="best",
+        help="the lowest-test-loss checkpoint, or the last one (default: %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aevae",
@@ -324,12 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Test-split metrics of a run's best (or latest) checkpoint, in the "
         "metrics.json vocabulary.",
     )
-    p.add_argument("--run", required=True, help="the --out directory of an `aevae train` run")
+    add_run_options(p)
     p.add_argument("--iwae-k", type=int, default=1000, help="default: %(default)s")
     p.add_argument("--json", default=None, help="also write the metrics to this file")
-    p.add_argument(
-        "--checkpoint", choices=("best", "latest"), default="best", help="default: %(default)s"
-    )
     p.add_argument(
         "--no-fd", action="store_true", help="skip the sample Frechet distance (and its classifier)"
     )
@@ -341,16 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decode sampled codes of a trained run into a PNG grid: the model's "
         "prior (N(0, I) for every model here), or a Gaussian fitted to its training codes.",
     )
-    p.add_argument("--run", required=True, help="the --out directory of an `aevae train` run")
+    add_run_options(p)
     p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
     p.add_argument("--out", required=True, help="the PNG file to write")
     p.add_argument(
         "--sampler", choices=("prior", "expost"), default="prior", help="default: %(default)s"
     )
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p.add_argument(
-        "--checkpoint", choices=("best", "latest"), default="best", help="default: %(default)s"
-    )
     p.set_defaults(func=cmd_sample)
     return parser
 

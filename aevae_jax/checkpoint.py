@@ -45,7 +45,7 @@ class RunCheckpoints:
         metrics = {"test_loss": float(test_loss)}
         if np.isfinite(test_loss):
             # best_fn ranks by test loss; max_to_keep=1 keeps only the best one.
-            self.best.save(epoch, args=ocp.args.StandardSave(tree), metrics=metrics)
+            self.best.save(epoch, args=args, metrics=metrics)
         if periodic:
             self.latest.save(epoch, args=args, metrics=metrics)
         self.best.wait_until_finished()

@@ -162,7 +162,8 @@ def prepare_out_dir(out: str, resume: bool) -> None:
         raise UserError(f"--resume: {out!r} holds no run to resume (no {CONFIG_FILE})")
 
 
-def _check_resumable(cfg: RunConfig, out: str) -> None:
+def _check_resumable(cfg: RunConfig, out: str) -> RunConfig:
+    """The run saved in `out`, after checking that `cfg` may resume it."""
     with open(os.path.join(out, CONFIG_FILE)) as f:
         saved = RunConfig.from_dict(json.load(f))
     # Only the epoch budget may change on resume (and only under a constant learning
@@ -174,6 +175,7 @@ def _check_resumable(cfg: RunConfig, out: str) -> None:
             f"(saved: {saved.to_dict()}); resume with the same options (only --epochs may "
             "change), or start a new run with another --out"
         )
+    return saved
 
 
 def _check_epoch_change(saved_epochs: int, cfg: RunConfig, done: int) -> None:
@@ -213,8 +215,7 @@ def fit(
     """Train `cfg` to its last epoch (from its latest checkpoint when `resume`)."""
     out = cfg.out
     prepare_out_dir(out, resume)
-    if resume:
-        _check_resumable(cfg, out)
+    saved = _check_resumable(cfg, out) if resume else None
     if dataset is None:
         dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir)
     dataset = dataset.take_train(cfg.data.train_size)
@@ -246,11 +247,9 @@ def fit(
         )
         state = TrainState(restored["params"], restored["opt_state"], restored["step"])
         start_epoch = int(restored["epoch"])
-    if resume:
-        with open(os.path.join(out, CONFIG_FILE)) as f:
-            saved_epochs = json.load(f)["epochs"]
-        _check_epoch_change(saved_epochs, cfg, start_epoch)
-    if not resume or cfg.epochs != saved_epochs:
+    if saved is not None:
+        _check_epoch_change(saved.epochs, cfg, start_epoch)
+    if saved is None or cfg.epochs != saved.epochs:
         with open(os.path.join(out, CONFIG_FILE), "w") as f:
             json.dump(cfg.to_dict(), f, indent=2)
 

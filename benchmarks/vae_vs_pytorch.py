@@ -115,6 +115,19 @@ def median_excluding_first(values: list[float]) -> tuple[float, int]:
     return statistics.median(used), len(used)
 
 
+def history_summary(history: list[dict]) -> dict:
+    """What both sides report from their per-epoch history: the last test loss and its
+    terms, and the median ms/step over epochs (first epoch excluded)."""
+    step_ms, epochs_used = median_excluding_first([row["step_ms"] for row in history])
+    return {
+        "test_loss": history[-1]["test_loss"],
+        "test_recon": history[-1]["test_recon"],
+        "test_kl": history[-1]["test_kl"],
+        "step_ms_epoch_median": step_ms,
+        "epochs_in_median": epochs_used,
+    }
+
+
 # ----------------------------------------------------------------------------- JAX
 
 
@@ -147,13 +160,8 @@ def run_jax(dataset, args: argparse.Namespace) -> dict:
         wall = time.perf_counter() - t0
 
     history = result.history
-    step_ms, epochs_used = median_excluding_first([row["step_ms"] for row in history])
     return {
-        "test_loss": history[-1]["test_loss"],
-        "test_recon": history[-1]["test_recon"],
-        "test_kl": history[-1]["test_kl"],
-        "step_ms_epoch_median": step_ms,
-        "epochs_in_median": epochs_used,
+        **history_summary(history),
         "compile_seconds": history[0]["compile_seconds"],
         "wall_seconds": wall,
         "steps_per_epoch": history[0]["step"],
@@ -251,14 +259,9 @@ def run_torch(torch, dataset, args: argparse.Namespace) -> dict:
         )
     wall = time.perf_counter() - t0
 
-    step_ms, epochs_used = median_excluding_first([row["step_ms"] for row in history])
     timed_steps = step_times[args.warmup_steps :] or step_times
     return {
-        "test_loss": history[-1]["test_loss"],
-        "test_recon": history[-1]["test_recon"],
-        "test_kl": history[-1]["test_kl"],
-        "step_ms_epoch_median": step_ms,
-        "epochs_in_median": epochs_used,
+        **history_summary(history),
         "step_ms_step_median": 1000 * statistics.median(timed_steps),
         "steps_in_step_median": len(timed_steps),
         "wall_seconds": wall,

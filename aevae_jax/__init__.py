@@ -1,36 +1,72 @@
 """aevae_jax: autoencoders and variational autoencoders in JAX, compared by measurement.
 
 Public API (heavy modules such as tfds load only when data is loaded):
-    RunConfig, DataConfig, ModelConfig, OptimConfig   frozen configuration
-    load_dataset, preprocess                          data
-    make_model, model_names, register, Model, Batch   the model protocol and registry
-    fit, make_train_epoch, make_optimizer             training
-    UserError                                         the error every bad input raises
+    RunConfig, DataConfig, ModelConfig, OptimConfig      frozen configuration
+    load_dataset, Dataset, DataSpec, preprocess          data
+    Model, Batch, Encoding, Stage                        the model protocol
+    register, make_model, model_names, model_info,       the registry
+      import_models
+    make_optimizer, param_groups, frozen                 optimisers
+    fit, FitResult, make_train_epoch, make_streams       training
+    load_run, LoadedRun                                  reading a run back
+    evaluate_model, iwae_log_likelihood                  evaluation
+    prior_images, expost_gaussian, decode_samples        sampling
+    run_compare                                          the comparison of several models
+    UserError                                            the error every bad input raises
 """
 
 from aevae_jax.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-from aevae_jax.data import Dataset, load_dataset, preprocess
+from aevae_jax.data import Dataset, DataSpec, load_dataset, preprocess
 from aevae_jax.errors import UserError
-from aevae_jax.models import Batch, Encoding, Model, make_model, model_names, register
-from aevae_jax.train import fit, make_optimizer, make_streams, make_train_epoch
+from aevae_jax.evaluate import evaluate_model, iwae_log_likelihood
+from aevae_jax.models import (
+    Batch,
+    Encoding,
+    Model,
+    Stage,
+    import_models,
+    make_model,
+    model_info,
+    model_names,
+    register,
+)
+from aevae_jax.optim import frozen, make_optimizer, param_groups
+from aevae_jax.runs import LoadedRun, load_run
+from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
+from aevae_jax.train import FitResult, fit, make_streams, make_train_epoch
 
 __all__ = [
     "Batch",
     "DataConfig",
+    "DataSpec",
     "Dataset",
     "Encoding",
+    "FitResult",
+    "LoadedRun",
     "Model",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
+    "Stage",
     "UserError",
+    "decode_samples",
+    "evaluate_model",
+    "expost_gaussian",
     "fit",
+    "frozen",
+    "import_models",
+    "iwae_log_likelihood",
     "load_dataset",
+    "load_run",
     "make_model",
     "make_optimizer",
     "make_streams",
     "make_train_epoch",
+    "model_info",
     "model_names",
+    "param_groups",
     "preprocess",
+    "prior_images",
     "register",
+    "run_compare",
 ]

@@ -1,7 +1,7 @@
-"""Orbax checkpoints of a run: the latest ones (periodic) and the best by test loss.
+"""Orbax checkpoints of a run: the latest ones (periodic) and the best by a test score.
 
-A checkpoint is one pytree: params, optimiser state, step, epoch and the run's root
-key, enough to resume bit-exactly (the data order and every per-step key derive from
+A checkpoint is one pytree: params, every stage's optimiser state, step, epoch and the
+run's root key, enough to resume bit-exactly (the data order and every per-step key derive from
 the root key, the epoch and the step). Orbax writes into a temporary folder and
 renames it when complete, so a killed process never leaves a half-written
 checkpoint that a later restore could pick up.
@@ -23,7 +23,7 @@ BEST = "best"
 def _manager(directory: str, best: bool) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=1 if best else 2,
-        best_fn=(lambda m: m["test_loss"]) if best else None,
+        best_fn=(lambda m: m["score"]) if best else None,
         best_mode="min",
         create=True,
         enable_async_checkpointing=False,
@@ -38,13 +38,14 @@ class RunCheckpoints:
         self.latest = _manager(os.path.join(run_dir, LATEST), best=False)
         self.best = _manager(os.path.join(run_dir, BEST), best=True)
 
-    def save(self, epoch: int, tree: Any, test_loss: float, periodic: bool) -> None:
-        """Offer `tree` (saved at `epoch`) as the best checkpoint, and save it as the
-        latest when `periodic`."""
+    def save(self, epoch: int, tree: Any, score: float, periodic: bool) -> None:
+        """Offer `tree` (saved at `epoch`) as the best checkpoint when `score` (lower is
+        better; NaN: not a candidate) is finite, and save it as the latest when
+        `periodic`."""
         args = ocp.args.StandardSave(tree)
-        metrics = {"test_loss": float(test_loss)}
-        if np.isfinite(test_loss):
-            # best_fn ranks by test loss; max_to_keep=1 keeps only the best one.
+        metrics = {"score": float(score)}
+        if np.isfinite(score):
+            # best_fn ranks by the score; max_to_keep=1 keeps only the best one.
             self.best.save(epoch, args=args, metrics=metrics)
         if periodic:
             self.latest.save(epoch, args=args, metrics=metrics)

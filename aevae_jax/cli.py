@@ -1,9 +1,13 @@
 """The `aevae` command line.
 
-`aevae train` trains one model; every option maps onto a field of RunConfig (see
-config.py), and defaults reproduce the pytorch/examples VAE setup (MLP 784-400-20,
-ReLU, Adam 1e-3, batch 128, dynamic binarization, 10 epochs). A user mistake ends
-with one line on stderr, naming the remedy, and exit status 2.
+`aevae train` trains one model; every general option maps onto a field of RunConfig
+(see config.py), and defaults reproduce the pytorch/examples VAE setup (MLP 784-400-20,
+ReLU, Adam 1e-3, batch 128, dynamic binarization, 10 epochs). Each model's own options
+become flags built from its registered options dataclass (`--beta`, `--k`, ...), shown
+by `--help` once `--model` (or `--models`) names it and listed by `aevae models`.
+`--import MODULE_OR_FILE` adds models registered outside the package.
+
+A user mistake ends with one line on stderr, naming the remedy, and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from aevae_jax.config import (
     OptimConfig,
     RunConfig,
 )
-from aevae_jax.errors import UserError
+from aevae_jax.errors import UserError, require
 
 # The main job's budget: 30 epochs of AE and VAE on Fashion-MNIST stay well inside
 # 10 minutes on a 2-core CPU (README has the measured time).
 COMPARE_EPOCHS = 30
+OPTION_PREFIX = "model_option__"
 
 
 def _sizes(values: list[str]) -> tuple[int, ...]:
@@ -68,7 +73,7 @@ def add_train_options(
         default=None,
         help="tfds data directory (default: tfds' own, ~/tensorflow_datasets)",
     )
-    g = p.add_argument_group("model")
+    g = p.add_argument_group("backbone (shared by every model)")
     g.add_argument("--backbone", choices=BACKBONES, default=m.backbone, help="default: %(default)s")
     g.add_argument(
         "--hidden",
@@ -130,7 +135,52 @@ def add_train_options(
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_config_from_args(args: argparse.Namespace, model: str) -> RunConfig:
+def add_model_options(p: argparse.ArgumentParser, names: list[str]) -> None:
+    """Flags for the own options of the models `names` (unknown names are skipped: the
+    command reports them). An option several models share is one flag for all."""
+    from aevae_jax.models import model_info, model_names, option_type
+
+    seen: dict[str, list[str]] = {}
+    fields = {}
+    for name in names:
+        if name not in model_names():
+            continue
+        info = model_info(name)
+        for f in info.option_fields():
+            seen.setdefault(f.name, []).append(f"{name}: {f.default}")
+            fields.setdefault(f.name, (f, info.options))
+    if not fields:
+        return
+    g = p.add_argument_group(f"options of {', '.join(n for n in names if n in model_names())}")
+    for opt, (f, owner) in fields.items():
+        kind = option_type(f, owner)
+        flag = "--" + opt.replace("_", "-")
+        text = f.metadata.get("help", opt)
+        kwargs: dict = {"default": None, "dest": OPTION_PREFIX + opt}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            kwargs["metavar"] = kind.__name__.upper()
+        try:
+            g.add_argument(flag, help=f"{text} (default: {'; '.join(seen[opt])})", **kwargs)
+        except argparse.ArgumentError:
+            raise UserError(
+                f"the option {opt!r} of model {names} clashes with a general flag {flag}; "
+                "rename it in the model's options dataclass"
+            ) from None
+
+
+def model_options_from_args(args: argparse.Namespace) -> dict:
+    """The model options given on the command line (flags left at None are not given)."""
+    return {
+        k.removeprefix(OPTION_PREFIX): v
+        for k, v in vars(args).items()
+        if k.startswith(OPTION_PREFIX) and v is not None
+    }
+
+
+def run_config_from_args(args: argparse.Namespace, model: str, options: dict) -> RunConfig:
     return RunConfig(
         data=DataConfig(args.dataset, args.binarize, args.train_size, args.data_dir),
         model=ModelConfig(
@@ -141,6 +191,7 @@ def run_config_from_args(args: argparse.Namespace, model: str) -> RunConfig:
             activation=args.activation,
             likelihood=args.likelihood,
             init=args.init,
+            options=options,
         ),
         optim=OptimConfig(
             optimizer=args.optimizer,
@@ -155,45 +206,58 @@ def run_config_from_args(args: argparse.Namespace, model: str) -> RunConfig:
         seed=args.seed,
         out=args.out,
         checkpoint_every=args.checkpoint_every,
+        imports=tuple(args.imports),
     )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from aevae_jax.models import make_model, model_names
-    from aevae_jax.train import fit
+    from aevae_jax.train import fit, prepare_config
 
-    cfg = run_config_from_args(args, args.model)
-    if args.model not in model_names():
-        make_model(cfg.model, (28, 28, 1))  # raises the unknown-model error before data loads
+    cfg = prepare_config(run_config_from_args(args, args.model, model_options_from_args(args)))
     result = fit(cfg, resume=args.resume, progress=not args.quiet)
     if not result.history:
         print(f"nothing to train: {cfg.out} is complete and its metrics.jsonl is missing")
         return 0
     last = result.history[-1]
+    select = last["selection"]
     print(
-        f"{cfg.model.name} on {cfg.data.dataset}: epoch {last['epoch']}, "
-        f"train loss {last['train_loss']:.3f}, test loss {last['test_loss']:.3f} nats/image, "
+        f"{cfg.model.name} on {cfg.data.dataset}: epoch {last['epoch']} ({last['stage']}), "
+        f"train objective {last['train_objective']:.3f}, test objective "
+        f"{last['test_objective']:.3f}, {select} {last[select]:.3f} nats/image, "
         f"{last['step_ms']:.2f} ms/step -> {os.path.abspath(cfg.out)}"
     )
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from aevae_jax.compare import run_compare
+    from aevae_jax.compare import parse_models, run_compare
 
-    cfg = run_config_from_args(args, "vae")
+    models = parse_models(args.models)
+    pair = parse_models(args.pair)
+    require(len(pair) == 2, f"--pair takes two model names, e.g. ae,vae; got {args.pair!r}")
+    cfg = run_config_from_args(args, models[0], {})
     command = "aevae compare " + " ".join(sys.argv[2:]) if args.argv is None else args.argv
     metrics = run_compare(
-        cfg, iwae_k=args.iwae_k, resume=args.resume, quiet=args.quiet, command=command.strip()
+        cfg,
+        models=models,
+        options=model_options_from_args(args),
+        pair=pair,
+        iwae_k=args.iwae_k,
+        resume=args.resume,
+        quiet=args.quiet,
+        command=command.strip(),
     )
-    ae, vae = metrics["models"]["ae"], metrics["models"]["vae"]
-    print(
-        f"AE  test MSE {ae['test_mse']:.2f}, prior-sample FD {ae.get('prior_sample_fd', 'n/a')}\n"
-        f"VAE test MSE {vae['test_mse']:.2f}, -ELBO {vae['test_neg_elbo']:.2f}, "
-        f"IWAE NLL {vae['test_nll_iwae']:.2f} (K={vae['iwae_k']}), "
-        f"prior-sample FD {vae.get('prior_sample_fd', 'n/a')}\n"
-        f"report: {os.path.join(os.path.abspath(cfg.out), 'report.md')}"
-    )
+    for name, m in metrics["models"].items():
+        parts = [f"MSE {m['test_mse']:.2f}"]
+        for key, label in (
+            ("test_neg_elbo", "-ELBO"),
+            ("test_nll_iwae", "NLL"),
+            ("prior_sample_fd", "prior FD"),
+        ):
+            if m.get(key) is not None:
+                parts.append(f"{label} {m[key]:.2f}")
+        print(f"{name:>10}: " + ", ".join(parts))
+    print(f"report: {os.path.join(os.path.abspath(cfg.out), 'report.md')}")
     return 0
 
 
@@ -203,8 +267,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import jax
 
     from aevae_jax.classifier import load_or_train_classifier
+    from aevae_jax.compare import _jsonable
     from aevae_jax.data import load_dataset
-    from aevae_jax.errors import require
     from aevae_jax.evaluate import evaluate_model
     from aevae_jax.runs import load_run
 
@@ -212,13 +276,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:  # fail now, not after minutes of evaluation
         parent = os.path.dirname(os.path.abspath(args.json))
         require(
-            os.path.isdir(parent) and os.access(parent, os.W_OK),
-            f"cannot write --json {args.json!r}: {parent} is not a writable directory",
+            os.path.isdir(parent) and os.access(parent, os.W_OK) and not os.path.isdir(args.json),
+            f"cannot write --json {args.json!r}: name a file in a writable directory",
         )
     run = load_run(args.run, args.checkpoint)
     full = load_dataset(run.cfg.data.dataset, run.cfg.data.data_dir)
-    classifier = None if args.no_fd else load_or_train_classifier(full)
-    metrics = evaluate_model(
+    classifier = None if args.no_fd else load_or_train_classifier(full, progress=True)
+    evaluation = evaluate_model(
         run.model,
         run.params,
         run.dataset,
@@ -226,15 +290,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         jax.random.fold_in(jax.random.key(run.cfg.seed), 1000),
         iwae_k=args.iwae_k,
         classifier=classifier,
+        progress=True,
     )
     result = {
         "run": os.path.abspath(args.run),
         "model": run.model.name,
         "checkpoint": run.which,
         "epoch": run.epoch,
-        **metrics,
+        **evaluation.metrics,
     }
-    text = json.dumps(result, indent=2)
+    text = json.dumps(_jsonable(result), indent=2)
     if args.json:
         with open(args.json, "w") as f:
             f.write(text + "\n")
@@ -247,33 +312,76 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from aevae_jax.errors import require
     from aevae_jax.evaluate import TRAIN_SPLIT, encode_split, eval_inputs
-    from aevae_jax.report import image_grid
+    from aevae_jax.figures import image_grid
     from aevae_jax.runs import load_run
     from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
 
     require(args.n > 0, f"--n must be a positive integer, got {args.n}")
+    require(args.seed >= 0, f"--seed must be a non-negative integer, got {args.seed}")
     require(args.out.endswith(".png"), f"--out must name a .png file, got {args.out!r}")
     parent = os.path.dirname(os.path.abspath(args.out))
     require(
         os.path.isdir(parent) and os.access(parent, os.W_OK),
         f"cannot write {args.out!r}: {parent} is not a writable directory",
     )
-    run = load_run(args.run, args.checkpoint)
-    key = jax.random.key(args.seed)
+    run = load_run(args.run, args.checkpoint, need_data=args.sampler == "expost")
+    model, key = run.model, jax.random.key(args.seed)
+    y, labels, cols = None, None, None
+    if model.conditional:
+        classes = run.spec.num_classes
+        if args.label is not None:
+            require(0 <= args.label < classes, f"--label must lie in [0, {classes - 1}]")
+            y = jnp.full((args.n,), args.label, jnp.int32)
+        else:  # a row per class
+            cols = max(1, args.n // classes)
+            y = jnp.repeat(jnp.arange(classes), cols)
+            names = run.spec.class_names or [str(c) for c in range(classes)]
+            labels = list(names)
+    else:
+        require(
+            args.label is None,
+            f"--label applies to conditional models; {model.name} is not conditioned on labels",
+        )
+    n = args.n if y is None else len(y)
     if args.sampler == "prior":
-        images = prior_images(run.model, run.params, key, args.n)
+        images = prior_images(model, run.params, key, n, y)
     else:
         x = eval_inputs(jnp.asarray(run.dataset.x_train), run.cfg.data.binarize, TRAIN_SPLIT)
-        codes = encode_split(run.model, run.params, x).mean
-        images = decode_samples(run.model, run.params, expost_gaussian(codes), key, args.n)
+        y_train = None if run.dataset.y_train is None else jnp.asarray(run.dataset.y_train)
+        codes = encode_split(model, run.params, x, y_train)
+        require(
+            codes.indices is None,
+            f"--sampler expost needs continuous codes; {model.name} "
+            "has discrete ones (use --sampler prior)",
+        )
+        images = decode_samples(model, run.params, expost_gaussian(codes.features), key, n, y)
     image_grid(
         args.out,
         np.asarray(images),
-        f"{run.model.name}: {args.n} samples ({args.sampler}), seed {args.seed}",
+        f"{model.name}: {n} samples ({args.sampler}), seed {args.seed}",
+        labels=labels,
+        cols=cols,
     )
     print(os.path.abspath(args.out))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from aevae_jax.models import model_info, model_names
+
+    for name in model_names():
+        info = model_info(name)
+        print(f"{name}: {info.summary}")
+        flags = [f"likelihood {info.default_likelihood}"]
+        if info.needs_labels:
+            flags.append("needs labels")
+        print(f"    ({', '.join(flags)}; from {info.module})")
+        for f in info.option_fields():
+            print(
+                f"    --{f.name.replace('_', '-')} (default {f.default}): "
+                f"{f.metadata.get('help', '')}"
+            )
     return 0
 
 
@@ -284,41 +392,88 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--checkpoint",
         choices=("best", "latest"),
         default="best",
-        help="the lowest-test-loss checkpoint, or the last one (default: %(default)s)",
+        help="the checkpoint with the best step-independent test score (the -ELBO, or the "
+        "reconstruction NLL), or the last one (default: %(default)s)",
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_import_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import a module or .py file that registers models (repeatable); a run remembers it",
+    )
+
+
+def models_epilog() -> str:
+    from aevae_jax.models import model_info, model_names
+
+    width = max(len(n) for n in model_names())
+    lines = [f"  {n:<{width}}  {model_info(n).summary}" for n in model_names()]
+    return "registered models (`aevae models` lists their options):\n" + "\n".join(lines)
+
+
+def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; `selected` names the models whose own option flags it accepts."""
+    selected = selected or []
+    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="aevae",
         description="Autoencoders vs variational autoencoders in JAX.",
+        epilog=models_epilog(),
+        formatter_class=fmt,
+        allow_abbrev=False,
     )
+    add_import_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
         "train",
         help="train one model",
         description="Train one model; writes config.json, metrics.jsonl and orbax "
-        "checkpoints (latest and best) into --out.",
+        "checkpoints (latest and best) into --out. Pass --model NAME with --help to see "
+        "that model's own options.",
+        epilog=models_epilog(),
+        formatter_class=fmt,
+        allow_abbrev=False,
     )
     p.add_argument("--model", default="vae", help="registered model name (default: %(default)s)")
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )
+    add_import_option(p)
     add_train_options(p, out_default="runs/train")
+    add_model_options(p, selected)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "compare",
-        help="the main job: train an AE and a VAE alike, evaluate both, write a report",
-        description="Train an AE and a VAE with the same backbone, latent size, data and "
-        "budget; evaluate both; write metrics.json, report.md and PNG figures into --out. "
-        "The AE always trains on MSE; --likelihood sets the VAE's.",
+        help="the main job: train several models alike, evaluate each, write a report",
+        description="Train every model of --models with the same backbone, latent size, "
+        "data and budget; evaluate each with every metric that applies; write "
+        "metrics.json, report.md and PNG figures into --out. Reconstruction models (AE, AAE) "
+        "keep their MSE loss; --likelihood sets the others'.",
+        epilog=models_epilog(),
+        formatter_class=fmt,
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "--models",
+        default="ae,vae",
+        help="comma-separated registered model names (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pair",
+        default="ae,vae",
+        help="the two models of the article's table, autoencoder first (default: %(default)s)",
     )
     p.add_argument(
         "--iwae-k",
         type=int,
         default=1000,
-        help="importance samples for the VAE log-likelihood (5000 for the paper "
+        help="importance samples for the log-likelihood (5000 for the paper "
         "protocol; default: %(default)s)",
     )
     p.add_argument(
@@ -326,7 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="reuse the runs already in --out (finished ones are not retrained)",
     )
+    add_import_option(p)
     add_train_options(p, out_default="runs/compare", epochs_default=COMPARE_EPOCHS)
+    add_model_options(p, selected)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
@@ -334,8 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="test metrics of a trained run",
         description="Test-split metrics of a run's best (or latest) checkpoint, in the "
         "metrics.json vocabulary.",
+        allow_abbrev=False,
     )
     add_run_options(p)
+    add_import_option(p)
     p.add_argument("--iwae-k", type=int, default=1000, help="default: %(default)s")
     p.add_argument("--json", default=None, help="also write the metrics to this file")
     p.add_argument(
@@ -347,21 +506,60 @@ def build_parser() -> argparse.ArgumentParser:
         "sample",
         help="a PNG grid of new images from a trained run",
         description="Decode sampled codes of a trained run into a PNG grid: the model's "
-        "prior (N(0, I) for every model here), or a Gaussian fitted to its training codes.",
+        "prior (N(0, I) codes for models without one), or a Gaussian fitted to its "
+        "training codes. Conditional models draw a row per class, or --label's class. "
+        "Sampling from the prior loads no data set.",
+        allow_abbrev=False,
     )
     add_run_options(p)
+    add_import_option(p)
     p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
     p.add_argument("--out", required=True, help="the PNG file to write")
     p.add_argument(
         "--sampler", choices=("prior", "expost"), default="prior", help="default: %(default)s"
     )
+    p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "models",
+        help="list the registered models with their options and defaults",
+        description="Every registered model (the package's, installed packages' entry "
+        "points, and --import'ed modules) with its options and defaults.",
+        allow_abbrev=False,
+    )
+    add_import_option(p)
+    p.set_defaults(func=cmd_models)
     return parser
 
 
+def _preparse(argv: list[str]) -> argparse.Namespace:
+    """--import, --model and --models, read before the full parser is built (they decide
+    which models exist and which option flags the parser accepts)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--import", dest="imports", action="append", default=[])
+    pre.add_argument("--model", default="vae")
+    pre.add_argument("--models", default="ae,vae")
+    known, _ = pre.parse_known_args(argv)
+    return known
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from aevae_jax.models import import_models
+
+    raw = sys.argv[1:] if argv is None else list(argv)
+    try:
+        known = _preparse(raw)
+        for module in known.imports:
+            import_models(module)
+        selected = [s.strip() for s in [known.model, *known.models.split(",")] if s.strip()]
+        parser = build_parser(list(dict.fromkeys(selected)))
+    except UserError as e:
+        print(f"aevae: error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(raw)
+    args.imports = known.imports
     args.argv = None if argv is None else "aevae " + " ".join(argv)
     try:
         return args.func(args)

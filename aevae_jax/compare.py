@@ -1,35 +1,56 @@
-"""The main job: train an AE and a VAE on the same data, backbone and budget, evaluate
-both, and write metrics.json, report.md and the figures into one directory.
+"""The main job: train any list of registered models on the same data, backbone and
+budget, evaluate each with every metric that applies, and write metrics.json,
+report.md and the figures into one directory.
 
-    out/ae/, out/vae/     the two training runs (config, metrics.jsonl, checkpoints)
-    out/metrics.json      {"dataset", "config", "models": {"ae": {...}, "vae": {...}}}
-    out/report.md         the article's table with measured numbers and verdicts
-    out/*.png             reconstructions, samples, interpolations, latent view, curves
+    out/<model>/          each training run (config, metrics.jsonl, checkpoints)
+    out/metrics.json      {"dataset", "config", "models": {name: {...}}, "comparisons",
+                           "step_times", "claims"}
+    out/report.md         the article's table for its pair (default ae vs vae), every
+                          model's numbers, and the literature's claims checked
+    out/*.png             figures, a row or panel per model
+
+Differences are called only where they exceed their uncertainty: a paired bootstrap
+over test images for per-image metrics, binomial standard errors for accuracies,
+bootstrap standard errors for Frechet distances, and interleaved per-round ratios
+for step times.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-import statistics
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from aevae_jax import report
+from aevae_jax import figures, report
+from aevae_jax import metrics as M
 from aevae_jax.classifier import load_or_train_classifier
 from aevae_jax.config import RunConfig
-from aevae_jax.data import load_dataset, to_unit_interval
+from aevae_jax.data import load_dataset
 from aevae_jax.errors import require
-from aevae_jax.evaluate import TRAIN_SPLIT, encode_split, eval_inputs, evaluate_model
-from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
-from aevae_jax.train import CONFIG_FILE, ensure_writable_dir, fit
+from aevae_jax.evaluate import evaluate_model
+from aevae_jax.models import model_info
+from aevae_jax.timing import interleaved_step_times, paired_ratio
+from aevae_jax.train import CONFIG_FILE, ensure_writable_dir, fit, prepare_config
 
-MODELS = ("ae", "vae")
+DEFAULT_MODELS = ("ae", "vae")
+# Per-image values behind split means (evaluate.Evaluation.per_image), for paired tests.
+PER_IMAGE = {
+    "test_mse": "mse",
+    "test_psnr": "psnr",
+    "test_bce": "bce",
+    "test_recon_nll": "recon_nll",
+    "test_denoise_mse": "denoise_mse",
+    "test_neg_elbo": "neg_elbo",
+    "test_nll_iwae": "nll_iwae",
+    "test_kl": "kl",
+    "test_distortion": "distortion",
+}
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -37,35 +58,43 @@ def _log(msg: str, quiet: bool) -> None:
         print(f"[compare] {msg}", file=sys.stderr, flush=True)
 
 
-def run_configs(cfg: RunConfig) -> dict[str, RunConfig]:
-    """One RunConfig per model, the same in everything but the loss: the AE always
-    trains on the article's MSE, the VAE on cfg's likelihood (default Bernoulli)."""
-    likelihood = {"ae": None, "vae": cfg.model.likelihood}
-    return {
-        name: dataclasses.replace(
-            cfg,
-            model=dataclasses.replace(cfg.model, name=name, likelihood=likelihood[name]),
-            out=os.path.join(cfg.out, name),
+def run_configs(cfg: RunConfig, models, options: dict | None = None) -> dict[str, RunConfig]:
+    """One RunConfig per model, alike in everything but the model: each model takes the
+    options in `options` that it has; `cfg.model.likelihood` applies to the models whose
+    default is a density (reconstruction models keep their MSE, the article's AE loss)."""
+    options = options or {}
+    out = {}
+    for name in models:
+        info = model_info(name)
+        own = {f.name for f in info.option_fields()}
+        likelihood = cfg.model.likelihood if info.default_likelihood != "mse" else None
+        model = dataclasses.replace(
+            cfg.model,
+            name=name,
+            likelihood=likelihood,
+            options={k: v for k, v in options.items() if k in own},
         )
-        for name in MODELS
-    }
+        out[name] = prepare_config(
+            dataclasses.replace(cfg, model=model, out=os.path.join(cfg.out, name))
+        )
+    return out
 
 
-def timing(history: list[dict]) -> dict[str, float]:
-    """train_seconds (all epochs, compile excluded) and step_ms (median over epochs,
-    the first left out when there are several); NaN when the log is missing."""
-    if not history:
-        return {"train_seconds": float("nan"), "step_ms": float("nan")}
-    per_epoch = [r["step_ms"] for r in history]
-    steady = per_epoch[1:] if len(per_epoch) > 1 else per_epoch
-    return {
-        "train_seconds": float(sum(r["epoch_seconds"] for r in history)),
-        "step_ms": float(statistics.median(steady)),
-    }
+def parse_models(text: str) -> tuple[str, ...]:
+    """'ae,vae,iwae' -> ('ae', 'vae', 'iwae'), each checked against the registry."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    require(len(names) > 0, "--models needs at least one registered model name")
+    require(len(set(names)) == len(names), f"--models lists a model twice: {text}")
+    for name in names:
+        model_info(name)  # unknown names fail here, before anything trains
+    return names
 
 
 def run_compare(
     cfg: RunConfig,
+    models=DEFAULT_MODELS,
+    options: dict | None = None,
+    pair: tuple[str, str] = DEFAULT_MODELS,
     iwae_k: int = 1000,
     resume: bool = False,
     quiet: bool = False,
@@ -74,7 +103,7 @@ def run_compare(
     """Train, evaluate and report; returns the metrics dict written to metrics.json."""
     require(iwae_k > 0, f"--iwae-k must be a positive integer, got {iwae_k}")
     ensure_writable_dir(cfg.out)
-    configs = run_configs(cfg)
+    configs = run_configs(cfg, models, options)
     taken = [c.out for c in configs.values() if os.path.exists(os.path.join(c.out, CONFIG_FILE))]
     require(
         resume or not taken,
@@ -85,21 +114,21 @@ def run_compare(
 
     fits = {}
     for name, c in configs.items():
-        _log(f"training the {name.upper()} ({c.epochs} epochs)", quiet)
+        _log(f"training {name} ({c.epochs} epochs)", quiet)
         resuming = resume and os.path.exists(os.path.join(c.out, CONFIG_FILE))
         fits[name] = fit(c, resume=resuming, dataset=full, progress=not quiet)
 
     _log("domain classifier for the Frechet distance (trained once per data set, cached)", quiet)
     t0 = time.perf_counter()
-    classifier = load_or_train_classifier(full)
+    classifier = load_or_train_classifier(full, progress=not quiet)
     _log(f"classifier ready in {time.perf_counter() - t0:.1f}s", quiet)
 
     key = jax.random.key(cfg.seed)
-    models = {}
+    evaluations, results = {}, {}
     for name, result in fits.items():
-        _log(f"evaluating the {name.upper()} (IWAE K={iwae_k} where defined)", quiet)
+        _log(f"evaluating {name} (IWAE K={iwae_k} where defined)", quiet)
         t0 = time.perf_counter()
-        metrics = evaluate_model(
+        ev = evaluate_model(
             result.model,
             result.params,
             result.dataset,
@@ -107,18 +136,30 @@ def run_compare(
             jax.random.fold_in(key, 1000),
             iwae_k=iwae_k,
             classifier=classifier,
+            progress=not quiet,
         )
-        # the training objective on the test split, as logged for the last epoch
-        metrics["test_loss"] = result.history[-1]["test_loss"] if result.history else None
-        metrics.update(timing(result.history))
-        metrics["eval_seconds"] = time.perf_counter() - t0
-        models[name] = metrics
+        m = ev.metrics
+        m["parameters"] = int(sum(a.size for a in jax.tree.leaves(result.params)))
+        m["train_seconds"] = float(sum(r["epoch_seconds"] for r in result.history))
+        m["likelihood"] = configs[name].model.likelihood
+        m["options"] = configs[name].model.options
+        m["eval_seconds"] = time.perf_counter() - t0
+        evaluations[name], results[name] = ev, m
 
-    dataset = fits["vae"].dataset
+    _log("step times, interleaved in one process", quiet)
+    dataset = next(iter(fits.values())).dataset
+    times = interleaved_step_times(
+        {n: (f.model, configs[n]) for n, f in fits.items()}, dataset.x_train, dataset.y_train
+    )
+    for name, t in times.items():
+        results[name]["step_ms"] = t["step_ms"]
+
     metrics = {
         "dataset": full.name,
         "dataset_source": cfg.data.dataset,
         "config": {
+            "models": list(models),
+            "pair": list(pair),
             "backbone": cfg.model.backbone,
             "hidden": list(cfg.model.hidden),
             "latent_dim": cfg.model.latent_dim,
@@ -128,104 +169,105 @@ def run_compare(
             "optimizer": cfg.optim.optimizer,
             "lr": cfg.optim.lr,
             "schedule": cfg.optim.schedule,
-            "vae_likelihood": configs["vae"].model.likelihood or "bernoulli",
             "binarize": cfg.data.binarize,
             "train_size": len(dataset.x_train),
             "test_size": len(dataset.x_test),
+            "num_classes": dataset.num_classes,
             "seed": cfg.seed,
             "iwae_k": iwae_k,
         },
         "classifier_accuracy": None if classifier is None else classifier.test_accuracy,
-        "models": models,
+        "models": results,
+        "comparisons": all_comparisons(evaluations, results),
+        "step_time_ratios": {
+            f"{b}/{a}": paired_ratio(times[a]["rounds_ms"], times[b]["rounds_ms"])
+            for a in fits
+            for b in fits
+            if a != b
+        },
         "command": command,
     }
+    metrics["claims"] = report.check_claims(metrics)
     with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+        json.dump(_jsonable(metrics), f, indent=2)
+    np.savez_compressed(
+        os.path.join(cfg.out, "per_image.npz"),
+        **{f"{n}/{k}": v for n, ev in evaluations.items() for k, v in ev.per_image.items()},
+    )
 
     _log("figures and report", quiet)
-    make_figures(cfg, fits, jax.random.fold_in(key, 2000))
-    report.write_report(os.path.join(cfg.out, "report.md"), metrics, command)
+    made = figures.make_figures(cfg, fits, results, jax.random.fold_in(key, 2000))
+    report.write_report(os.path.join(cfg.out, "report.md"), metrics, command, made)
     _log(f"done: {os.path.join(cfg.out, 'report.md')}", quiet)
     return metrics
 
 
-def make_figures(cfg: RunConfig, fits: dict, key: jax.Array, n: int = 12) -> None:
-    paths = report.figure_paths(cfg.out)
-    dataset = fits["vae"].dataset
-    x_test = eval_inputs(jnp.asarray(dataset.x_test), cfg.data.binarize)
-    ae, vae = fits["ae"], fits["vae"]
-    show = x_test[:n]
-    grey = to_unit_interval(jnp.asarray(dataset.x_test[:n]))
-    rows = [np.asarray(grey)]
-    labels = ["test image"]
-    if cfg.data.binarize != "none":
-        rows.append(np.asarray(show))
-        labels.append("binarized input")
-    rows += [
-        np.asarray(ae.model.reconstruct(ae.params, show)),
-        np.asarray(vae.model.reconstruct(vae.params, show)),
-    ]
-    report.image_rows(
-        paths["reconstructions"],
-        rows,
-        [*labels, "AE", "VAE"],
-        "Reconstructions through the code mean",
-    )
-
-    x_train = eval_inputs(jnp.asarray(dataset.x_train), cfg.data.binarize, TRAIN_SPLIT)
-    train_codes = encode_split(ae.model, ae.params, x_train).mean
-    k1, k2, k3 = jax.random.split(key, 3)
-    report.image_rows(
-        paths["samples"],
-        [
-            np.asarray(prior_images(ae.model, ae.params, k1, n)),
-            np.asarray(decode_samples(ae.model, ae.params, expost_gaussian(train_codes), k2, n)),
-            np.asarray(prior_images(vae.model, vae.params, k3, n)),
-        ],
-        ["AE, z~N(0,I)", "AE, ex-post", "VAE prior"],
-        "New images from sampled codes (decoder means)",
-    )
-
-    pairs = interpolation_pairs(dataset.y_test, limit=len(x_test))
-    t = jnp.linspace(0.0, 1.0, 10)[:, None]
-    rows, labels = [], []
-    for name, r in (("AE", ae), ("VAE", vae)) if pairs else ():
-        codes = r.model.encode(r.params, x_test[: 1 + max(max(p) for p in pairs)]).mean
-        for a, b in pairs:
-            path = codes[a] * (1 - t) + codes[b] * t
-            rows.append(np.asarray(r.model.likelihood.mean(r.model.decode(r.params, path))))
-            labels.append(f"{name} {a}->{b}")
-    report.image_rows(
-        paths["interpolations"],
-        rows,
-        labels,
-        "Linear interpolation between the codes of two test images",
-    )
-
-    m = min(len(x_test), 5000)
-    codes = {
-        name.upper(): np.asarray(r.model.encode(r.params, x_test[:m]).mean)
-        for name, r in fits.items()
-    }
-    labels_test = None if dataset.y_test is None else dataset.y_test[:m]
-    report.latent_scatter(paths["latent_2d"], codes, labels_test, dataset.class_names)
-    report.training_curves(
-        paths["training_curves"],
-        {"AE": ae.history, "VAE": vae.history},
-        {"AE": "MSE (sum over pixels)", "VAE": "-ELBO (nats)"},
-    )
+def compare_metric(metric: str, a: str, b: str, evaluations: dict, results: dict) -> dict | None:
+    """b's value minus a's for `metric`, with a 95% interval and how it was obtained;
+    None when either model lacks the metric."""
+    ra, rb = results[a], results[b]
+    if ra.get(metric) is None or rb.get(metric) is None:
+        return None
+    per_image = PER_IMAGE.get(metric)
+    pa = evaluations[a].per_image.get(per_image) if per_image else None
+    pb = evaluations[b].per_image.get(per_image) if per_image else None
+    if pa is not None and pb is not None:
+        boot = M.paired_bootstrap(pb, pa)
+        return {**boot, "method": "paired bootstrap over test images"}
+    diff = float(rb[metric] - ra[metric])
+    if metric.endswith("accuracy"):
+        n_key = metric.replace("accuracy", "n")
+        se = math.hypot(
+            M.binomial_se(ra[metric], ra.get(n_key, 1)), M.binomial_se(rb[metric], rb.get(n_key, 1))
+        )
+        method = "binomial standard errors"
+    elif ra.get(f"{metric}_se") is not None and rb.get(f"{metric}_se") is not None:
+        se = math.hypot(ra[f"{metric}_se"], rb[f"{metric}_se"])
+        method = "bootstrap standard errors"
+    else:
+        return {"diff": diff, "lo": None, "hi": None, "method": "no uncertainty available"}
+    return {"diff": diff, "lo": diff - 1.96 * se, "hi": diff + 1.96 * se, "method": method}
 
 
-def interpolation_pairs(labels, n: int = 3, limit: int | None = None) -> list[tuple[int, int]]:
-    """Up to n pairs of test indices (a, b) below `limit`, each b the first later image
-    of another class (consecutive images when there are no labels)."""
-    if limit is None:
-        limit = 6 if labels is None else len(labels)
-    pairs, a = [], 0
-    while len(pairs) < n and a + 1 < limit:
-        b = a + 1
-        if labels is not None:
-            b = next((j for j in range(a + 1, limit) if labels[j] != labels[a]), b)
-        pairs.append((a, b))
-        a = b + 1
-    return pairs
+COMPARED = (
+    "test_mse",
+    "test_psnr",
+    "test_denoise_mse",
+    "test_recon_nll",
+    "test_neg_elbo",
+    "test_nll_iwae",
+    "test_kl",
+    "test_distortion",
+    "probe_accuracy",
+    "prior_sample_fd",
+    "expost_sample_fd",
+    "latent_prior_fd",
+)
+
+
+def all_comparisons(evaluations: dict, results: dict) -> dict:
+    """{"b-a": {metric: comparison}} for every ordered pair of models (b listed after a)."""
+    names = list(results)
+    out = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            pair = {}
+            for metric in COMPARED:
+                c = compare_metric(metric, a, b, evaluations, results)
+                if c is not None:
+                    pair[metric] = c
+            out[f"{b}-{a}"] = pair
+    return out
+
+
+def _jsonable(x):
+    """NaN and infinities become None (strict JSON); NumPy scalars become Python ones."""
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x

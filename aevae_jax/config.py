@@ -65,7 +65,12 @@ class ModelConfig:
     """Which model and backbone. Hidden sizes are listed from the input inwards;
     decoders mirror them. `likelihood=None` takes the model's default (AE: mse,
     VAE: bernoulli). `init` picks the layer initialisation: 'lecun' (Flax's defaults) or
-    'torch' (PyTorch's nn.Linear/Conv2d defaults, to reproduce PyTorch set-ups)."""
+    'torch' (PyTorch's nn.Linear/Conv2d defaults, to reproduce PyTorch set-ups).
+
+    `options` holds the model's own options (beta, k, codebook size, ...) as a plain
+    dict; the model's registered options dataclass validates it and fills in its
+    defaults (`aevae_jax.models.resolve`), so nothing model-specific lives here.
+    """
 
     name: str = "vae"
     backbone: str = "mlp"
@@ -75,8 +80,13 @@ class ModelConfig:
     likelihood: str | None = None
     conv_channels: tuple[int, ...] = (32, 64)
     init: str = "lecun"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        require(
+            isinstance(self.options, dict),
+            f"model options must be a dict of option names to values, got {self.options!r}",
+        )
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
         _choice("backbone", self.backbone, BACKBONES)
@@ -137,8 +147,12 @@ class RunConfig:
     seed: int = 0
     out: str = "runs/train"
     checkpoint_every: int = 1
+    # Modules (or .py files) that register models from outside the package; a run
+    # remembers them so that `evaluate`, `sample` and `--resume` find its model again.
+    imports: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "imports", tuple(self.imports))
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("checkpoint_every", self.checkpoint_every)

@@ -33,6 +33,25 @@ _STATIC_BINARIZATION_SEED = 20_140_101
 
 
 @dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """What a model factory is told about its data: no arrays, just the description.
+    A run saves it in config.json, so a model can be rebuilt without loading data."""
+
+    name: str
+    image_shape: tuple[int, ...]  # [H, W, C]
+    num_classes: int | None = None  # None: unlabelled
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "image_shape", tuple(int(v) for v in self.image_shape))
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
     name: str
     x_train: np.ndarray  # [N, H, W, C] uint8, or float32 in [0, 1]
@@ -52,6 +71,16 @@ class Dataset:
         if self.y_train is None:
             return None
         return int(max(self.y_train.max(), -1 if self.y_test is None else self.y_test.max())) + 1
+
+    @property
+    def spec(self) -> DataSpec:
+        labelled = self.y_train is not None
+        return DataSpec(
+            self.name,
+            self.image_shape,
+            self.num_classes if labelled else None,
+            self.class_names if labelled else None,
+        )
 
     def take_train(self, n: int | None) -> Dataset:
         """The first n training examples (all when n is None); n beyond the split is an error."""

@@ -1,13 +1,19 @@
-"""Evaluation: metrics over a whole split, vmap-based, in fixed-size chunks.
+"""Evaluation: metrics of a trained model over a whole split, vmap-based, in chunks.
 
-Per-example functions are written for one example and vectorised with `jax.vmap`;
-`map_examples` runs them over a split in chunks with `lax.map`, padding the last
-chunk and dropping the padding, so results never depend on the chunk size. Each
-example's randomness comes from `fold_in(key, example_index)`.
+Per-example functions are written for one example (a batch of one) and vectorised
+with `jax.vmap`; `map_examples` runs them over a split in fixed-size chunks with
+`lax.map`, padding the last chunk and dropping the padding, so results never depend
+on the chunk size. Each example's randomness comes from `fold_in(key, example_index)`.
+
+What is computed follows from the model protocol, never from a model's name, and the
+training objective is never used to report a likelihood: the test -ELBO is the
+importance-weighted estimate with K = 1 (`log_importance_weights`, true prior,
+beta = 1); the objective is reported under its own name (`test_objective`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -16,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aevae_jax import metrics as M
 from aevae_jax.data import preprocess
 from aevae_jax.likelihoods import (
     bernoulli_log_prob,
@@ -23,15 +30,18 @@ from aevae_jax.likelihoods import (
     squared_error,
     sum_per_example,
 )
-from aevae_jax.models import Batch, Model
+from aevae_jax.models import Batch, Encoding, Model
 
 TRAIN_SPLIT, TEST_SPLIT = 0, 1  # split ids of the static binarization keys
 
 
-def map_examples(fn: Callable, arrays, chunk: int = 1000):
+# ------------------------------------------------------------------ running over a split
+
+
+def map_examples(fn: Callable, arrays, chunk: int = 1000, offset=0):
     """Apply `fn(*per_example_arrays, index)` to every example of `arrays` (a tuple of
-    [N, ...] arrays or None), vmapped within chunks and `lax.map`ped over chunks.
-    Returns fn's outputs stacked to [N, ...]."""
+    [N, ...] arrays or None), vmapped within chunks and `lax.map`ped over chunks. The
+    index of example i is offset + i. Returns fn's outputs stacked to [N, ...]."""
     n = next(a.shape[0] for a in arrays if a is not None)
     chunk = min(chunk, n)
     n_chunks = -(-n // chunk)
@@ -43,10 +53,49 @@ def map_examples(fn: Callable, arrays, chunk: int = 1000):
         a = jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
         return a.reshape(n_chunks, chunk, *a.shape[1:])
 
-    index = jnp.arange(n_chunks * chunk, dtype=jnp.int32).reshape(n_chunks, chunk)
+    index = offset + jnp.arange(n_chunks * chunk, dtype=jnp.int32).reshape(n_chunks, chunk)
     xs = (tuple(chunked(a) for a in arrays), index)
     out = jax.lax.map(lambda c: jax.vmap(fn)(*c[0], c[1]), xs)
     return jax.tree.map(lambda o: o.reshape(n_chunks * chunk, *o.shape[2:])[:n], out)
+
+
+class SplitMap:
+    """`fn(context, *per_example_arrays, index)` over whole splits, compiled once.
+
+    The split runs in blocks of `block` examples from Python (one compiled function,
+    the last block padded), so long evaluations show a progress bar; within a block,
+    `map_examples` chunks by `chunk`. `context` (parameters, keys) is an argument,
+    never a constant baked into the compiled code."""
+
+    def __init__(self, fn: Callable, chunk: int = 500, block: int | None = None):
+        self.block = block
+        self._run = jax.jit(
+            lambda context, arrays, offset: map_examples(
+                functools.partial(fn, context), arrays, chunk, offset
+            )
+        )
+
+    def __call__(self, context, arrays, desc: str | None = None, progress: bool = False):
+        n = next(a.shape[0] for a in arrays if a is not None)
+        if self.block is None or n <= self.block:
+            return self._run(context, arrays, 0)
+        starts = range(0, n, self.block)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=desc, unit="block", leave=False, dynamic_ncols=True)
+        outs = []
+        for s in starts:
+            part = tuple(
+                None if a is None else _padded(a[s : s + self.block], self.block) for a in arrays
+            )
+            outs.append(self._run(context, part, s))
+        return jax.tree.map(lambda *o: jnp.concatenate(o)[:n], *outs)
+
+
+def _padded(a, size: int):
+    pad = size - a.shape[0]
+    return jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
 
 
 def eval_mode(binarize: str) -> str:
@@ -62,154 +111,84 @@ def eval_inputs(x: jax.Array, binarize: str, split: int = TEST_SPLIT) -> jax.Arr
     return preprocess(x, eval_mode(binarize), None, index, split=split)
 
 
-def make_loss_per_example(model: Model, binarize: str) -> Callable:
-    """(params, x_stored, y, key, step) -> (loss [N], metrics {name: [N]}) over a split.
+def one(x, y) -> Batch:
+    """One example as a batch of one."""
+    return Batch(x[None], None if y is None else y[None])
 
-    Each example is scored with the model key fold_in(key, index), so the value is the
-    same whatever the chunking; the mean over N is the split's loss.
-    """
+
+# ------------------------------------------------------------------ per-example scores
+
+
+def neg_elbo(model: Model, params, batch: Batch, key) -> jax.Array:
+    """[B] single-sample negative ELBO: -log w with K = 1 (true prior, beta = 1)."""
+    return -iwae_log_likelihood(model.log_importance_weights, params, batch, key, 1)
+
+
+def recon_nll(model: Model, params, batch: Batch) -> jax.Array:
+    """[B] -log p(x | code) through the deterministic code (the Gaussian's mean)."""
+    code = model.encode(params, batch).code
+    return model.likelihood.nll(model.decode(params, code, batch.y), batch.x)
+
+
+def selection_metric(model: Model) -> str:
+    """The step-independent test metric that ranks checkpoints: the -ELBO where the
+    model defines a density, else the reconstruction NLL (the AE's MSE)."""
+    return "test_neg_elbo" if model.log_importance_weights is not None else "test_recon_nll"
+
+
+def make_epoch_test(model: Model, loss: Callable, binarize: str, chunk: int = 1000) -> Callable:
+    """(params, x_stored, y, key, step) -> {"test_objective", "test_terms",
+    selection_metric: value}: split means, for the per-epoch log and the best checkpoint.
+
+    The objective is `loss` (the stage's training objective, at `step`); each example's
+    key is fold_in(key, index), so values do not depend on the chunking."""
     mode = eval_mode(binarize)
+    select = selection_metric(model)
 
-    def one(params, key, step, x, y, i):
-        xb = preprocess(x[None], mode, None, i[None], split=TEST_SPLIT)
-        batch = Batch(xb, None if y is None else y[None])
-        return model.loss(params, batch, jax.random.fold_in(key, i), step)
+    def per_example(context, x, y, i):
+        params, key, step = context
+        batch = Batch(
+            preprocess(x[None], mode, None, i[None], split=TEST_SPLIT),
+            None if y is None else y[None],
+        )
+        value, terms = loss(params, batch, jax.random.fold_in(jax.random.fold_in(key, 0), i), step)
+        k_sel = jax.random.fold_in(jax.random.fold_in(key, 1), i)
+        selected = (
+            neg_elbo(model, params, batch, k_sel)[0]
+            if select == "test_neg_elbo"
+            else recon_nll(model, params, batch)[0]
+        )
+        return value, terms, selected
 
-    @jax.jit
-    def losses(params, x, y, key, step):
-        return map_examples(functools.partial(one, params, key, step), (x, y))
+    run = SplitMap(per_example, chunk)
 
-    return losses
+    def test(params, x, y, key, step) -> dict:
+        value, terms, selected = jax.device_get(run((params, key, step), (x, y)))
+        return {
+            "test_objective": float(np.mean(value)),
+            "test_terms": {k: float(np.mean(v)) for k, v in terms.items()},
+            select: float(np.mean(selected)),
+        }
 
-
-def mean_metrics(loss: jax.Array, metrics: dict) -> dict[str, float]:
-    """Split means of per-example loss and metrics as Python floats."""
-    out = {"loss": float(np.mean(loss))}
-    out.update({k: float(np.mean(v)) for k, v in metrics.items()})
-    return out
+    return test
 
 
 # ------------------------------------------------------------------ reconstruction
 
 
-def reconstruction_errors(model: Model, params, x: jax.Array) -> dict[str, jax.Array]:
-    """Per-example reconstruction errors of x [B, H, W, C] in [0, 1] through the code mean:
-    squared error summed over pixels (the article's ||X - X_hat||^2), Bernoulli
-    cross-entropy in nats, and PSNR in dB (peak 1, per-pixel mean squared error)."""
-    logits = model.decode(params, model.encode(params, x).mean)
-    x_hat = model.likelihood.mean(logits)
-    sq = sum_per_example(squared_error(x_hat, x))
-    bce = -sum_per_example(bernoulli_log_prob(logits, x))
-    pixels = math.prod(x.shape[1:])
-    psnr = 10.0 * jnp.log10(pixels / jnp.maximum(sq, 1e-12))
-    return {"mse": sq, "bce": bce, "psnr": psnr}
-
-
-# ------------------------------------------------------------------ latent statistics
-
-
-def encode_split(model: Model, params, x: jax.Array, chunk: int = 500):
-    """Encoding of every example of model inputs x [N, H, W, C], in chunks."""
-    one = lambda xi, i: jax.tree.map(lambda a: a[0], model.encode(params, xi[None]))
-    return jax.jit(lambda x: map_examples(one, (x,), chunk))(x)
-
-
-def active_units(means: jax.Array, threshold: float = 0.01) -> jax.Array:
-    """Burda et al.: dimension u is active if Cov_x(E_q[z_u | x]) > threshold.
-    means: [N, L] posterior means over a split -> number of active dimensions."""
-    return jnp.sum(jnp.var(means, axis=0) > threshold)
-
-
-def kl_per_dimension(mean: jax.Array, log_var: jax.Array) -> jax.Array:
-    """KL(q(z_u|x) || N(0, 1)) averaged over examples, per latent dimension: [L]."""
-    return jnp.mean(kl_to_std_normal(mean, log_var), axis=0)
-
-
-# ------------------------------------------------------------------ IWAE likelihood
-
-
-def iwae_log_likelihood(
-    log_weights: Callable, params, x: jax.Array, key: jax.Array, k: int, k_chunk: int = 100
-) -> jax.Array:
-    """Importance-weighted estimate log (1/K) sum_k p(x, z_k) / q(z_k | x), per example.
-
-    log_weights(params, x [B, ...], key, c) -> [c, B] (a model's log_importance_weights).
-    Sample j is drawn with its own key fold_in(key, j), so the estimate does not depend
-    on `k_chunk`; the samples are vmapped in chunks of `k_chunk` and combined by a
-    running log-sum-exp inside `lax.scan`, so memory is O(k_chunk). Returns [B]; for
-    K = 1 it is the single-sample Monte-Carlo ELBO log p(x|z) + log p(z) - log q(z|x)
-    with z drawn from fold_in(key, 0).
-    """
-    k_chunk = min(k_chunk, k)
-    n_full = k // k_chunk
-
-    def chunk_log_w(js):  # sample indices [c] -> log weights [c, B]
-        return jax.vmap(lambda j: log_weights(params, x, jax.random.fold_in(key, j), 1)[0])(js)
-
-    def body(total, js):
-        return jnp.logaddexp(total, jax.nn.logsumexp(chunk_log_w(js), axis=0)), None
-
-    total = jnp.full((x.shape[0],), -jnp.inf)
-    full = jnp.arange(n_full * k_chunk, dtype=jnp.int32).reshape(n_full, k_chunk)
-    total, _ = jax.lax.scan(body, total, full)
-    if k > n_full * k_chunk:
-        total, _ = body(total, jnp.arange(n_full * k_chunk, k, dtype=jnp.int32))
-    return total - math.log(k)
-
-
-# ------------------------------------------------------------------ sample quality
-
-
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets [N, D]:
-    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2}), in float64.
-
-    Tr (S_a S_b)^{1/2} = sum of sqrt(eigenvalues of S_a^{1/2} S_b S_a^{1/2}), a symmetric
-    PSD matrix, so no non-symmetric matrix square root is needed."""
-    a = np.asarray(features_a, np.float64)
-    b = np.asarray(features_b, np.float64)
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s_a)
-    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    middle = np.linalg.eigvalsh(root_a @ s_b @ root_a)
-    tr_sqrt = np.sum(np.sqrt(np.clip(middle, 0, None)))
-    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * tr_sqrt)
-
-
-# ------------------------------------------------------------------ linear probe
-
-
-def linear_probe_accuracy(
-    train_codes, train_labels, test_codes, test_labels, num_classes: int, steps: int = 500
-) -> float:
-    """Test accuracy of multinomial logistic regression on standardised codes, fitted
-    full-batch with Adam (lr 0.05, weight decay 1e-4) for `steps` steps."""
-    import optax
-
-    mu, sd = jnp.mean(train_codes, 0), jnp.std(train_codes, 0) + 1e-6
-    a, b = (train_codes - mu) / sd, (test_codes - mu) / sd
-    params = {"w": jnp.zeros((a.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
-    tx = optax.adamw(0.05, weight_decay=1e-4)
-
-    def loss(p):
-        logits = a @ p["w"] + p["b"]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, train_labels).mean()
-
-    def step(carry, _):
-        p, s = carry
-        g = jax.grad(loss)(p)
-        u, s = tx.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
-
-    (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=steps))(
-        (params, tx.init(params))
-    )
-    pred = jnp.argmax(b @ params["w"] + params["b"], axis=1)
-    return float(jnp.mean(pred == test_labels))
-
-
-# ------------------------------------------------------------------ everything at once
+def reconstruction_errors(model: Model, params, batch: Batch) -> dict[str, jax.Array]:
+    """Per-example reconstruction errors through the code: squared error summed over
+    pixels (the article's ||X - X_hat||^2), Bernoulli cross-entropy in nats, PSNR in dB
+    (peak 1, per-pixel mean squared error) and the model's own -log p(x | code)."""
+    logits = model.decode(params, model.encode(params, batch).code, batch.y)
+    x = batch.x
+    sq = sum_per_example(squared_error(model.likelihood.mean(logits), x))
+    return {
+        "mse": sq,
+        "bce": -sum_per_example(bernoulli_log_prob(logits, x)),
+        "psnr": M.psnr(sq, math.prod(x.shape[1:])),
+        "recon_nll": model.likelihood.nll(logits, x),
+    }
 
 
 def corrupt(key: jax.Array, x: jax.Array, rate: float = 0.2) -> jax.Array:
@@ -218,6 +197,57 @@ def corrupt(key: jax.Array, x: jax.Array, rate: float = 0.2) -> jax.Array:
     hit = jax.random.bernoulli(k_where, rate, x.shape)
     value = jax.random.bernoulli(k_value, 0.5, x.shape).astype(x.dtype)
     return jnp.where(hit, value, x)
+
+
+def encode_split(model: Model, params, x: jax.Array, y=None, chunk: int = 500) -> Encoding:
+    """Encoding of every example of model inputs x [N, H, W, C] (labels y), in chunks."""
+    fn = lambda p, xi, yi, i: jax.tree.map(lambda a: a[0], model.encode(p, one(xi, yi)))
+    return SplitMap(fn, chunk)(params, (x, y))
+
+
+# ------------------------------------------------------------------ IWAE likelihood
+
+
+def iwae_log_likelihood(
+    log_weights: Callable, params, batch, key: jax.Array, k: int, k_chunk: int = 100
+) -> jax.Array:
+    """Importance-weighted estimate log (1/K) sum_k p(x, z_k) / q(z_k | x), per example.
+
+    log_weights(params, batch, key, c) -> [c, B] (a model's log_importance_weights).
+    Sample j is drawn with its own key fold_in(key, j), so the estimate does not depend
+    on `k_chunk`; the samples are vmapped in chunks of `k_chunk` and combined by a
+    running log-sum-exp inside `lax.scan`, so memory is O(k_chunk). Returns [B]; for
+    K = 1 it is the single-sample Monte-Carlo ELBO log p(x|z) + log p(z) - log q(z|x)
+    with z drawn from fold_in(key, 0).
+    """
+    k_chunk = min(k_chunk, k)
+    n_full = k // k_chunk
+    b = jax.tree.leaves(batch)[0].shape[0]
+
+    def chunk_log_w(js):  # sample indices [c] -> log weights [c, B]
+        return jax.vmap(lambda j: log_weights(params, batch, jax.random.fold_in(key, j), 1)[0])(js)
+
+    def body(total, js):
+        return jnp.logaddexp(total, jax.nn.logsumexp(chunk_log_w(js), axis=0)), None
+
+    total = jnp.full((b,), -jnp.inf)
+    full = jnp.arange(n_full * k_chunk, dtype=jnp.int32).reshape(n_full, k_chunk)
+    total, _ = jax.lax.scan(body, total, full)
+    if k > n_full * k_chunk:
+        total, _ = body(total, jnp.arange(n_full * k_chunk, k, dtype=jnp.int32))
+    return total - math.log(k)
+
+
+# ------------------------------------------------------------------ everything at once
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """metrics: split-level numbers (the metrics.json vocabulary); per_image: the
+    per-test-image values behind the means, for paired comparisons between models."""
+
+    metrics: dict
+    per_image: dict[str, np.ndarray]
 
 
 def evaluate_model(
@@ -230,99 +260,160 @@ def evaluate_model(
     classifier=None,
     n_samples: int | None = None,
     chunk: int = 500,
-) -> dict:
-    """The test-split metrics of one trained model, in the metrics.json vocabulary.
+    progress: bool = False,
+) -> Evaluation:
+    """The test-split metrics of one trained model.
 
-    What is computed follows from the model protocol: every model gets reconstruction
-    (test_mse, test_bce, test_psnr), denoising (test_denoise_mse), a linear probe
-    (probe_accuracy) and prior-sample FD; a stochastic encoder adds test_kl,
-    kl_per_dim and active_units; `log_importance_weights` adds test_neg_elbo and
-    test_nll_iwae; a model without `sample` gets expost_sample_fd as well.
+    Every model: test_mse, test_bce, test_psnr, test_recon_nll, test_denoise_mse, and,
+    with labels, probe_accuracy. Then by capability:
+    - Gaussian q(z|x) (Encoding.log_var): test_kl (rate), test_distortion
+      (E_q[-log p(x|z)], one sample), kl_per_dim, active_units, posterior std;
+    - continuous codes: latent_prior_fd, the Frechet distance of the aggregate
+      posterior to N(0, I);
+    - discrete codes: perplexity and dead_codes of the codebook;
+    - log_importance_weights: test_neg_elbo (K = 1) and test_nll_iwae (K = iwae_k, or 1
+      for point posteriors, where one sample is exact);
+    - with a domain classifier: prior_sample_fd (the model's `sample`, else N(0, I)
+      codes), expost_sample_fd for continuous codes without a prior, and for
+      conditional models conditional_sample_accuracy.
     """
     from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
 
     keys = {
         n: jax.random.fold_in(key, i)
-        for i, n in enumerate(("loss", "iwae", "samples", "expost", "noise"))
+        for i, n in enumerate(("elbo", "iwae", "samples", "expost", "noise", "distortion"))
     }
     x_test = eval_inputs(jnp.asarray(dataset.x_test), binarize)
+    y_test = None if dataset.y_test is None else jnp.asarray(dataset.y_test)
     out: dict = {}
+    per_image: dict[str, np.ndarray] = {}
 
-    per_example = jax.jit(
-        lambda p, x: map_examples(
-            lambda xi, i: jax.tree.map(lambda a: a[0], reconstruction_errors(model, p, xi[None])),
-            (x,),
-            chunk,
-        )
-    )
-    rec = per_example(params, x_test)
-    out.update({f"test_{k}": float(jnp.mean(v)) for k, v in rec.items()})
+    def recon_one(p, xi, yi, noisy, i):
+        errors = reconstruction_errors(model, p, one(xi, yi))
+        denoised = model.reconstruct(p, one(noisy, yi))
+        errors["denoise_mse"] = sum_per_example(squared_error(denoised, xi[None]))
+        return jax.tree.map(lambda a: a[0], errors)
+
     noisy = corrupt(keys["noise"], x_test)
-    denoised = jax.jit(
-        lambda p, xn, xc: map_examples(
-            lambda a, b, i: sum_per_example(squared_error(model.reconstruct(p, a[None]), b[None]))[
-                0
-            ],
-            (xn, xc),
-            chunk,
-        )
-    )(params, noisy, x_test)
-    out["test_denoise_mse"] = float(jnp.mean(denoised))
+    rec = jax.device_get(SplitMap(recon_one, chunk)(params, (x_test, y_test, noisy)))
+    for k, v in rec.items():
+        out[f"test_{k}"] = float(np.mean(v))
+        per_image[k] = np.asarray(v)
 
-    encode = functools.partial(encode_split, model, chunk=chunk)
-    enc_test = encode(params, x_test)
+    enc_test = encode_split(model, params, x_test, y_test, chunk)
     if enc_test.log_var is not None:
-        kl_dims = kl_per_dimension(enc_test.mean, enc_test.log_var)
-        out["test_kl"] = float(jnp.sum(kl_dims))
-        out["kl_per_dim"] = [float(v) for v in kl_dims]
-        out["active_units"] = int(active_units(enc_test.mean))
-        std = jnp.mean(jnp.exp(0.5 * enc_test.log_var), axis=0)  # [L]
-        active = jnp.var(enc_test.mean, axis=0) > 0.01
-        out["posterior_std_mean"] = float(jnp.mean(std))
-        out["posterior_std_active"] = (
-            float(jnp.sum(std * active) / jnp.sum(active)) if bool(active.any()) else None
+        gauss, gauss_per_image = _gaussian_code_metrics(
+            model, params, enc_test, x_test, y_test, keys["distortion"], chunk
         )
+        out.update(gauss)
+        per_image.update(gauss_per_image)
+    if enc_test.indices is None:
+        codes = np.asarray(enc_test.features)
+        log_var = None if enc_test.log_var is None else np.asarray(enc_test.log_var)
+        fd = lambda idx: M.prior_frechet_distance(
+            codes[idx], None if log_var is None else log_var[idx]
+        )
+        out["latent_prior_fd"] = fd(np.arange(len(codes)))
+        out["latent_prior_fd_se"] = M.bootstrap_se(fd, len(codes), n_boot=50)
+    elif model.num_codes is not None:
+        out.update(M.codebook_usage(enc_test.indices, model.num_codes))
 
     if model.log_importance_weights is not None:
-        losses = make_loss_per_example(model, binarize)
-        loss, terms = losses(params, jnp.asarray(dataset.x_test), None, keys["loss"], 0)
-        out["test_neg_elbo"] = float(jnp.mean(loss))
-        out.update({f"test_{k}": float(jnp.mean(v)) for k, v in terms.items()})
-        iwae = jax.jit(
-            lambda p, x: map_examples(
-                lambda xi, i: iwae_log_likelihood(
-                    model.log_importance_weights,
-                    p,
-                    xi[None],
-                    jax.random.fold_in(keys["iwae"], i),
-                    iwae_k,
-                )[0],
-                (x,),
-                max(1, chunk // 5),
-            )
+        k = 1 if model.point_posterior else iwae_k
+
+        def bound(context, xi, yi, i):
+            p, key_, kk = context
+            return iwae_log_likelihood(
+                model.log_importance_weights, p, one(xi, yi), jax.random.fold_in(key_, i), kk
+            )[0]
+
+        elbo = SplitMap(functools.partial(_static_k, bound, 1), chunk)(
+            (params, keys["elbo"]), (x_test, y_test)
         )
-        out["test_nll_iwae"] = -float(jnp.mean(iwae(params, x_test)))
-        out["iwae_k"] = int(iwae_k)
+        per_image["neg_elbo"] = -np.asarray(elbo)
+        out["test_neg_elbo"] = float(np.mean(per_image["neg_elbo"]))
+        if "kl" in per_image:
+            # -ELBO = distortion + KL in expectation; the K = 1 estimate and the two
+            # terms use independent draws, so their gap should be noise around zero.
+            terms = per_image["distortion"] + per_image["kl"]
+            out["elbo_gap"] = M.paired_bootstrap(per_image["neg_elbo"], terms)
+        iwae = SplitMap(functools.partial(_static_k, bound, k), max(1, chunk // 5), block=500)(
+            (params, keys["iwae"]), (x_test, y_test), desc=f"IWAE K={k}", progress=progress
+        )
+        per_image["nll_iwae"] = -np.asarray(iwae)
+        out["test_nll_iwae"] = float(np.mean(per_image["nll_iwae"]))
+        out["iwae_k"] = int(k)
 
     x_train = eval_inputs(jnp.asarray(dataset.x_train), binarize, split=TRAIN_SPLIT)
-    enc_train = encode(params, x_train)
-    if dataset.y_train is not None and dataset.y_test is not None:
-        out["probe_accuracy"] = linear_probe_accuracy(
-            enc_train.mean,
-            jnp.asarray(dataset.y_train),
-            enc_test.mean,
-            jnp.asarray(dataset.y_test),
-            dataset.num_classes,
+    y_train = None if dataset.y_train is None else jnp.asarray(dataset.y_train)
+    enc_train = encode_split(model, params, x_train, y_train, chunk)
+    if y_train is not None and y_test is not None:
+        out["probe_accuracy"] = M.linear_probe_accuracy(
+            enc_train.features, y_train, enc_test.features, y_test, dataset.num_classes
         )
+        out["probe_n"] = len(y_test)
 
     if classifier is not None:
         n = n_samples or len(dataset.x_test)
-        reference = classifier.features(jnp.asarray(dataset.x_test))
-        prior = prior_images(model, params, keys["samples"], n)
-        out["prior_sample_fd"] = frechet_distance(classifier.features(prior), reference)
-        if model.sample is None:
-            expost = decode_samples(
-                model, params, expost_gaussian(enc_train.mean), keys["expost"], n
-            )
-            out["expost_sample_fd"] = frechet_distance(classifier.features(expost), reference)
-    return out
+        reference = classifier.features(jnp.asarray(dataset.x_test), progress=progress)
+        y = (jnp.arange(n) % dataset.num_classes) if model.conditional else None
+        prior = prior_images(model, params, keys["samples"], n, y)
+        prior_features = classifier.features(prior, progress=progress)
+        out["prior_sample_fd"] = M.frechet_distance(prior_features, reference)
+        out["prior_sample_fd_se"] = _fd_se(prior_features, reference)
+        if model.conditional:
+            predicted = classifier.predict(prior)
+            out["conditional_sample_accuracy"] = float(np.mean(predicted == np.asarray(y)))
+            out["conditional_sample_n"] = int(n)
+        if model.sample is None and enc_train.indices is None:
+            sampler = expost_gaussian(enc_train.features)
+            expost = decode_samples(model, params, sampler, keys["expost"], n)
+            expost_features = classifier.features(expost, progress=progress)
+            out["expost_sample_fd"] = M.frechet_distance(expost_features, reference)
+            out["expost_sample_fd_se"] = _fd_se(expost_features, reference)
+    return Evaluation(out, per_image)
+
+
+def _static_k(bound, k, context, xi, yi, i):
+    return bound((*context, k), xi, yi, i)
+
+
+def _gaussian_code_metrics(model, params, enc: Encoding, x, y, key, chunk):
+    """Rate (analytic KL), distortion (one-sample E_q[-log p(x|z)]), per-dimension KL,
+    active units and posterior widths of a diagonal-Gaussian q(z|x); and the per-image
+    KL and distortion."""
+    kl_dims = M.kl_per_dimension(enc.code, enc.log_var)
+
+    def distortion(context, mean, log_var, xi, yi, i):
+        p, key_ = context
+        eps = jax.random.normal(jax.random.fold_in(key_, i), mean.shape)
+        z = mean + jnp.exp(0.5 * log_var) * eps
+        return model.likelihood.nll(
+            model.decode(p, z[None], None if yi is None else yi[None]), xi[None]
+        )[0]
+
+    dist = np.asarray(SplitMap(distortion, chunk)((params, key), (enc.code, enc.log_var, x, y)))
+    kl = np.asarray(jnp.sum(kl_to_std_normal(enc.code, enc.log_var), axis=-1))
+    std = jnp.mean(jnp.exp(0.5 * enc.log_var), axis=0)  # [L]
+    active = jnp.var(enc.code, axis=0) > 0.01
+    return {
+        "test_kl": float(np.mean(kl)),
+        "test_distortion": float(np.mean(dist)),
+        "kl_per_dim": [float(v) for v in kl_dims],
+        "active_units": int(M.active_units(enc.code)),
+        "posterior_std_mean": float(jnp.mean(std)),
+        "posterior_std_active": (
+            float(jnp.sum(std * active) / jnp.sum(active)) if bool(active.any()) else None
+        ),
+    }, {"kl": kl, "distortion": dist}
+
+
+def _fd_se(features: np.ndarray, reference: np.ndarray, n_boot: int = 20) -> float:
+    """Bootstrap standard error of the sample FD, resampling both feature sets."""
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(n_boot):
+        a = features[rng.integers(0, len(features), len(features))]
+        b = reference[rng.integers(0, len(reference), len(reference))]
+        values.append(M.frechet_distance(a, b))
+    return float(np.std(values, ddof=1))

@@ -1,9 +1,11 @@
 """Backbones shared by every model: MLP and convolutional encoders and decoders.
 
-Flax linen modules used as pure functions (`module.apply({"params": p}, x)`).
+Flax linen modules used as pure functions (`module.apply({"params": p}, x, cond)`).
 Encoders map images [B, H, W, C] to features [B, out_dim]; decoders map codes
 [B, latent] to logits [B, H, W, C]. A model chooses `out_dim` (AE: latent,
 VAE: 2 * latent for mean and log-variance) and never builds layers itself.
+An optional conditioning vector `cond` [B, C] (a one-hot label) is concatenated to the
+flattened input of the dense layers of both networks.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ def get_activation(name: str):
         ) from None
 
 
+def with_cond(h: jax.Array, cond: jax.Array | None) -> jax.Array:
+    """[B, F] features, with the conditioning vector [B, C] appended when there is one."""
+    return h if cond is None else jnp.concatenate([h, cond.astype(h.dtype)], axis=-1)
+
+
 class MLPEncoder(nn.Module):
     """Flatten, then Dense+activation per hidden size, then Dense(out_dim)."""
 
@@ -79,9 +86,9 @@ class MLPEncoder(nn.Module):
     init_scheme: str = "lecun"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = get_activation(self.activation)
-        h = x.reshape(x.shape[0], -1)
+        h = with_cond(x.reshape(x.shape[0], -1), cond)
         for width in self.hidden:
             h = act(dense(width, h, self.init_scheme))
         return dense(self.out_dim, h, self.init_scheme)
@@ -96,9 +103,9 @@ class MLPDecoder(nn.Module):
     init_scheme: str = "lecun"
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = get_activation(self.activation)
-        h = z
+        h = with_cond(z, cond)
         for width in reversed(tuple(self.hidden)):
             h = act(dense(width, h, self.init_scheme))
         h = dense(math.prod(self.image_shape), h, self.init_scheme)
@@ -116,12 +123,12 @@ class ConvEncoder(nn.Module):
     init_scheme: str = "lecun"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = get_activation(self.activation)
         h = x
         for c in self.channels:
             h = act(conv(nn.Conv, c, h, self.init_scheme))
-        h = h.reshape(h.shape[0], -1)
+        h = with_cond(h.reshape(h.shape[0], -1), cond)
         for width in self.hidden:
             h = act(dense(width, h, self.init_scheme))
         return dense(self.out_dim, h, self.init_scheme)
@@ -138,12 +145,12 @@ class ConvDecoder(nn.Module):
     init_scheme: str = "lecun"
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = get_activation(self.activation)
         height, width, out_channels = self.image_shape
         scale = 2 ** len(self.channels)
         channels = tuple(self.channels)
-        h = z
+        h = with_cond(z, cond)
         for w in reversed(tuple(self.hidden)):
             h = act(dense(w, h, self.init_scheme))
         h = act(dense((height // scale) * (width // scale) * channels[-1], h, self.init_scheme))

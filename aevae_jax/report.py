@@ -1,150 +1,136 @@
-"""Figures (PNG) and the markdown report of an AE-vs-VAE comparison.
+"""The markdown report of a comparison, and its verdicts.
 
-Everything here reads numbers and arrays that compare.py computed; nothing is trained
-or evaluated here. Each table row's verdict is a sentence derived from the metrics,
-so the report says what its own numbers say, whichever way they fall.
+Everything here reads numbers that compare.py computed; nothing is trained or
+evaluated here. Each verdict is a sentence derived from the numbers and their
+uncertainty: one model is called better only when the 95% interval of the
+difference excludes zero (metrics.json "comparisons"); otherwise the sentence says
+there is no measurable difference. So the report says what its own numbers say,
+whichever way they fall.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
-import matplotlib
+from aevae_jax.models import model_info
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-
-FIGURES = {
-    "reconstructions": "reconstructions.png",
-    "samples": "samples.png",
-    "interpolations": "interpolations.png",
-    "latent_2d": "latent_2d.png",
-    "training_curves": "training_curves.png",
+# How each metric reads: a name for sentences and whether lower values are better.
+METRICS = {
+    "test_mse": ("test MSE (sum over pixels)", "lower"),
+    "test_psnr": ("PSNR (dB)", "higher"),
+    "test_denoise_mse": ("denoising MSE (20% salt-and-pepper)", "lower"),
+    "test_recon_nll": ("reconstruction NLL through the code", "lower"),
+    "test_neg_elbo": ("test -ELBO (K = 1)", "lower"),
+    "test_nll_iwae": ("test NLL (IWAE)", "lower"),
+    "test_kl": ("rate KL(q(z|x) || p(z))", "lower"),
+    "test_distortion": ("distortion E_q[-log p(x|z)]", "lower"),
+    "probe_accuracy": ("linear-probe accuracy", "higher"),
+    "prior_sample_fd": ("prior-sample domain FD", "lower"),
+    "expost_sample_fd": ("ex-post sample domain FD", "lower"),
+    "latent_prior_fd": ("Frechet distance of q(z) to N(0, I)", "lower"),
+    "perplexity": ("codebook perplexity", "higher"),
+    "conditional_sample_accuracy": ("accuracy of class-conditional samples", "higher"),
 }
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-def _as_display(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img, np.float32)
-    return img if img.shape[-1] in (3, 4) else img[..., 0]  # grey, or the first channel
-
-
-def image_rows(path: str, rows: list[np.ndarray], labels: list[str], title: str) -> None:
-    """One labelled row of images per entry of `rows` ([n, H, W, C] in [0, 1])."""
-    n = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0 + 0.4), squeeze=False)
-    for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
-        for j in range(n):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(False)
-            if j < len(row):
-                ax.imshow(_as_display(row[j]), cmap="gray", vmin=0, vmax=1)
-        axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def latent_scatter(
-    path: str, codes: dict[str, np.ndarray], labels: np.ndarray | None, class_names
-) -> None:
-    """2-D view of each model's test codes: projection on their first two principal axes."""
-    fig, axes = plt.subplots(1, len(codes), figsize=(5.2 * len(codes), 4.6), squeeze=False)
-    for ax, (name, z) in zip(axes[0], codes.items(), strict=True):
-        z = np.asarray(z, np.float64)
-        centred = z - z.mean(0)
-        _, s, vt = np.linalg.svd(centred, full_matrices=False)
-        xy = centred @ vt[:2].T
-        if xy.shape[1] == 1:  # a 1-D latent space: spread it along y by index
-            xy = np.concatenate([xy, np.zeros_like(xy)], axis=1)
-        explained = (s[:2] ** 2).sum() / (s**2).sum()
-        scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6)
-        ax.set_title(f"{name}: latent means, PCA ({explained:.0%} of variance)", fontsize=10)
-        ax.set_xlabel("PC 1")
-        ax.set_ylabel("PC 2")
-    if labels is not None:
-        names = class_names or [str(i) for i in range(int(labels.max()) + 1)]
-        handles = scatter.legend_elements()[0]
-        fig.legend(handles, names[: len(handles)], loc="center right", fontsize=8, markerscale=1.5)
-        fig.tight_layout(rect=(0, 0, 0.86, 1))
-    else:
-        fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def training_curves(path: str, histories: dict[str, list[dict]], loss_names: dict[str, str]):
-    fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.6), squeeze=False)
-    for ax, (name, rows) in zip(axes[0], histories.items(), strict=True):
-        epochs = [r["epoch"] for r in rows]
-        ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
-        ax.plot(epochs, [r["test_loss"] for r in rows], "s-", label="test")
-        ax.set_title(f"{name}: {loss_names[name]}", fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("nats / image" if "ELBO" in loss_names[name] else "sum of squares / image")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# ----------------------------------------------------------------------------- report
 
 
 def _f(v, digits=2):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
     return f"{v:.{digits}f}"
 
 
-def verdicts(m: dict) -> list[dict]:
-    """The article's table, one dict per row: the two claims, what was measured, and a
+def comparison(m: dict, metric: str, a: str, b: str) -> dict | None:
+    """The comparison of b against a on `metric` (b - a, with its 95% interval)."""
+    comps = m.get("comparisons", {})
+    if f"{b}-{a}" in comps:
+        return comps[f"{b}-{a}"].get(metric)
+    c = comps.get(f"{a}-{b}", {}).get(metric)
+    if c is None:
+        return None
+    flip = lambda v: None if v is None else -v
+    return {**c, "diff": -c["diff"], "lo": flip(c["hi"]), "hi": flip(c["lo"])}
+
+
+def direction(c: dict | None) -> int:
+    """+1 when b - a is surely positive, -1 surely negative, 0 when the interval holds 0
+    (or there is no interval)."""
+    if c is None or c.get("lo") is None or c.get("hi") is None:
+        return 0
+    return 1 if c["lo"] > 0 else -1 if c["hi"] < 0 else 0
+
+
+def better(m: dict, metric: str, a: str, b: str) -> str | None:
+    """Which of a and b is measurably better on `metric`, or None."""
+    d = direction(comparison(m, metric, a, b))
+    if d == 0:
+        return None
+    lower_better = METRICS.get(metric, ("", "lower"))[1] == "lower"
+    return b if (d < 0) == lower_better else a
+
+
+def interval(c: dict | None, digits: int = 2) -> str:
+    if c is None or c.get("lo") is None:
+        return ""
+    return (
+        f" (difference {c['diff']:+.{digits}f}, 95% interval {c['lo']:+.{digits}f} to "
+        f"{c['hi']:+.{digits}f})"
+    )
+
+
+# ----------------------------------------------------------------------------- the article
+
+
+def article_rows(m: dict) -> list[dict]:
+    """The article's table for the comparison's pair (a: the autoencoder, b: the
+    variational one), one dict per row: the two claims, what was measured, and a
     sentence saying whether the measurement supports the claim."""
-    ae, vae = m["models"]["ae"], m["models"]["vae"]
+    a, b = m["config"]["pair"]
+    A, B = a.upper(), b.upper()
+    ra, rb = m["models"][a], m["models"][b]
     rows = []
 
-    better_rec = ae["test_mse"] < vae["test_mse"]
-    # A Bernoulli likelihood on grey levels is a cross-entropy, not a normalised density.
-    grey_bernoulli = m["config"].get("binarize") == "none" and (
-        m["config"].get("vae_likelihood", "bernoulli") == "bernoulli"
-    )
+    rec = better(m, "test_mse", a, b)
+    grey_bernoulli = m["config"].get("binarize") == "none" and rb.get("likelihood") == "bernoulli"
     nll_name = "cross-entropy bound (grey levels)" if grey_bernoulli else "NLL"
-    likelihood_clause = (
-        "only the VAE scores the data (a cross-entropy here, as targets are grey levels)"
-        if grey_bernoulli
-        else "only the VAE assigns the data a likelihood"
+    has_density = rb.get("test_nll_iwae") is not None and ra.get("test_nll_iwae") is None
+    density_clause = (
+        f"only the {B} assigns the data a likelihood"
+        if has_density
+        else "both or neither assign the data a likelihood"
     )
+    rec_text = {
+        a: f"the {A} reconstructs better{interval(comparison(m, 'test_mse', a, b))}",
+        b: f"the {B} reconstructs better{interval(comparison(m, 'test_mse', a, b))}",
+        None: f"there is no measurable difference in reconstruction"
+        f"{interval(comparison(m, 'test_mse', a, b))}",
+    }[rec]
     rows.append(
         {
             "row": "Objective",
             "ae": "compress and reconstruct",
             "vae": "model the data distribution, generate",
             "measured": (
-                f"test MSE: AE {_f(ae['test_mse'])}, VAE {_f(vae['test_mse'])}; "
-                f"PSNR {_f(ae['test_psnr'])} vs {_f(vae['test_psnr'])} dB; "
-                f"VAE {nll_name} (IWAE, K={vae.get('iwae_k')}) "
-                f"{_f(vae.get('test_nll_iwae'))} nats, AE none"
+                f"test MSE: {A} {_f(ra['test_mse'])}, {B} {_f(rb['test_mse'])}; PSNR "
+                f"{_f(ra['test_psnr'])} vs {_f(rb['test_psnr'])} dB; {B} {nll_name} (IWAE, "
+                f"K={rb.get('iwae_k')}) {_f(rb.get('test_nll_iwae'))} nats, {A} "
+                f"{_f(ra.get('test_nll_iwae')) if ra.get('test_nll_iwae') is not None else 'none'}"
             ),
             "verdict": (
-                f"Supported: the AE reconstructs better, and {likelihood_clause}."
-                if better_rec
-                else "Not supported on reconstruction: the VAE reconstructs as well or "
-                f"better here, though {likelihood_clause}."
-            ),
+                "Supported"
+                if rec == a and has_density
+                else "Partly supported"
+                if rec == a or has_density
+                else "Not supported"
+            )
+            + f": {rec_text}, and {density_clause}.",
         }
     )
 
-    au, L = vae.get("active_units"), len(vae.get("kl_per_dim", [])) or m["config"]["latent_dim"]
-    spread = vae.get("posterior_std_active")  # over active dimensions: collapsed ones are ~1
+    au = rb.get("active_units")
+    L = len(rb.get("kl_per_dim", [])) or m["config"]["latent_dim"]
+    spread = rb.get("posterior_std_active")
     distributional = spread is not None and spread > 0.05 and au is not None and au > 0
     most_active = au is not None and au >= L / 2
     rows.append(
@@ -153,106 +139,112 @@ def verdicts(m: dict) -> list[dict]:
             "ae": "fixed, deterministic",
             "vae": "a distribution (Gaussian: mean and variance)",
             "measured": (
-                f"VAE q(z|x): mean posterior std in active dimensions {_f(spread, 3)}, "
-                f"active units "
-                f"{au}/{L}, KL {_f(vae.get('test_kl'))} nats; AE: one point per image"
+                f"{B} q(z|x): mean posterior std in active dimensions {_f(spread, 3)}, active "
+                f"units {au}/{L}, KL {_f(rb.get('test_kl'))} nats; {A}: one point per image"
             ),
             "verdict": (
-                "Supported: each VAE code is a Gaussian of non-trivial width, and "
-                f"{au} of {L} dimensions carry information."
+                f"Supported: each {B} code is a Gaussian of non-trivial width, and {au} of {L} "
+                "dimensions carry information."
                 if distributional and most_active
-                else f"Partly: the VAE codes are Gaussians, but only {au} of {L} dimensions "
-                "carry information; the others have collapsed to the prior."
+                else f"Partly: the {B} codes are Gaussians, but only {au} of {L} dimensions carry "
+                "information; the others have collapsed to the prior."
                 if distributional
-                else "Not supported: the VAE posterior has collapsed to the prior or to points."
+                else f"Not supported: the {B} posterior is not a spread-out Gaussian here."
             ),
         }
     )
 
-    consistent = abs(vae["test_neg_elbo"] - (vae["test_recon"] + vae["test_kl"])) < 0.05
+    gap = rb.get("elbo_gap")
+    consistent = gap is not None and gap["lo"] <= 0 <= gap["hi"]
     rows.append(
         {
             "row": "Loss",
             "ae": "reconstruction, MSE",
             "vae": "-E_q(z|x)[log p(x|z)] + KL(q(z|x) || p(z))",
             "measured": (
-                f"AE test MSE {_f(ae['test_loss'])}; VAE test -ELBO "
-                f"{_f(vae['test_neg_elbo'])} = {_f(vae['test_recon'])} reconstruction + "
-                f"{_f(vae['test_kl'])} KL (nats/image)"
+                f"{A} test {ra.get('likelihood', 'mse')} reconstruction "
+                f"{_f(ra.get('test_recon_nll'))}; {B} test -ELBO {_f(rb.get('test_neg_elbo'))} "
+                f"(one importance sample) = {_f(rb.get('test_distortion'))} distortion + "
+                f"{_f(rb.get('test_kl'))} KL (nats/image)"
             ),
             "verdict": (
-                "Supported: each model was trained on the article's loss; the VAE's "
-                f"bound spends {_f(vae['test_kl'])} nats per image on the KL term "
-                "that the AE does not pay."
+                f"Supported: each model was trained on the article's loss; the {B}'s bound "
+                f"spends {_f(rb.get('test_kl'))} nats per image on the KL term that the {A} does "
+                "not pay, and its two terms add up to the bound within sampling noise."
                 if consistent
-                else "Inconsistent: the VAE's terms do not add up to its bound; see metrics.json."
+                else f"Not checked: the {B}'s -ELBO and its terms are not both measured, or they "
+                "do not add up within sampling noise; see metrics.json (elbo_gap)."
             ),
         }
     )
 
-    overhead = vae["step_ms"] / ae["step_ms"] - 1
-    rows.append(
-        {
-            "row": "Sampling",
-            "ae": "not applicable",
-            "vae": "reparameterised samples during training",
-            "measured": (
-                f"train step: AE {_f(ae['step_ms'], 3)} ms, VAE {_f(vae['step_ms'], 3)} "
-                f"ms ({overhead:+.0%})"
-            ),
-            "verdict": (
-                f"Supported: the VAE draws one reparameterised z per image per step, "
-                f"which with its larger encoder head costs {overhead:+.0%} step time "
-                "here."
-                if overhead > -0.05
-                else "Supported in kind (the VAE samples during training), though its step "
-                "was not slower here: timing noise exceeds the sampling cost."
-            ),
-        }
-    )
+    ratio = m.get("step_time_ratios", {}).get(f"{b}/{a}")
+    if ratio is not None:
+        slower = ratio["q1"] > 1.0
+        faster = ratio["q3"] < 1.0
+        rows.append(
+            {
+                "row": "Sampling",
+                "ae": "not applicable",
+                "vae": "reparameterised samples during training",
+                "measured": (
+                    f"train step, interleaved in one process: {A} {_f(ra.get('step_ms'), 3)} ms, "
+                    f"{B} {_f(rb.get('step_ms'), 3)} ms; {B}/{A} {ratio['median']:.2f}x "
+                    f"(interquartile range of per-round ratios {ratio['q1']:.2f}-{ratio['q3']:.2f})"
+                ),
+                "verdict": (
+                    f"Supported: the {B} draws a reparameterised z per image per step, which with "
+                    f"its larger encoder head costs {ratio['median'] - 1:+.0%} step time here."
+                    if slower
+                    else f"Supported in kind (the {B} samples during training), but its step is "
+                    "not measurably slower here."
+                    if not faster
+                    else f"Supported in kind (the {B} samples during training), though its step "
+                    "was faster here."
+                ),
+            }
+        )
 
-    fd_ae, fd_vae, fd_ex = (
-        ae.get("prior_sample_fd"),
-        vae.get("prior_sample_fd"),
-        ae.get("expost_sample_fd"),
+    fd_a, fd_b, fd_ex = (
+        ra.get("prior_sample_fd"),
+        rb.get("prior_sample_fd"),
+        ra.get("expost_sample_fd"),
     )
-    if fd_ae is None or fd_vae is None:
+    if fd_a is None or fd_b is None:
         gen_measured, gen_verdict = "no labels: domain FD not computed", "Not measured."
     else:
-        closed = (
-            (fd_ae - fd_ex) / (fd_ae - fd_vae) if fd_ex is not None and fd_ae > fd_vae else None
-        )
         gen_measured = (
-            f"domain FD of {m['config'].get('test_size', '?')} samples (lower is better): "
-            "AE z~N(0, I) "
-            f"{_f(fd_ae)}, AE ex-post Gaussian {_f(fd_ex)}, VAE prior {_f(fd_vae)}"
+            f"domain FD of {m['config'].get('test_size', '?')} samples (lower is better, "
+            f"+- bootstrap s.e.): {A} z~N(0, I) {_f(fd_a)} +- {_f(ra.get('prior_sample_fd_se'))}"
+            f", {A} ex-post Gaussian {_f(fd_ex)}, {B} prior {_f(fd_b)} +- "
+            f"{_f(rb.get('prior_sample_fd_se'))}"
         )
-        if fd_vae < fd_ae:
+        winner = better(m, "prior_sample_fd", a, b)
+        if winner == b:
             gen_verdict = (
-                f"Supported: VAE prior samples are {fd_ae / fd_vae:.1f}x closer to "
-                "the data than AE decodes of N(0, I)"
+                f"Supported: {B} prior samples are {fd_a / fd_b:.1f}x closer to the "
+                f"data than {A} decodes of N(0, I)"
             )
-            if fd_ex is not None and fd_ex <= fd_vae:
-                gen_verdict += (
-                    f"; but a Gaussian fitted to the AE's codes after training does better "
-                    f"still (FD {_f(fd_ex)}): the AE's 'limited' generation comes from "
-                    "sampling N(0, I), not from its decoder."
-                )
-            elif closed is not None and closed <= 0:
-                gen_verdict += (
-                    f"; a Gaussian fitted to the AE's codes does not help (FD {_f(fd_ex)})."
-                )
-            elif closed is not None:
-                gen_verdict += (
-                    f"; fitting a Gaussian to the AE's codes closes {closed:.0%} of that gap."
-                )
+            if fd_ex is not None:
+                ex = _fd_vs(ra, rb, "expost_sample_fd", "prior_sample_fd")
+                gen_verdict += {
+                    -1: f"; but a Gaussian fitted to the {A}'s codes after training does "
+                    f"better still (FD {_f(fd_ex)}): the {A}'s 'limited' generation comes "
+                    "from sampling N(0, I), not from its decoder.",
+                    0: f"; a Gaussian fitted to the {A}'s codes after training matches the "
+                    f"{B} prior (FD {_f(fd_ex)}, no measurable difference).",
+                    1: f"; fitting a Gaussian to the {A}'s codes narrows the gap (FD "
+                    f"{_f(fd_ex)}) but does not close it.",
+                }[ex]
             else:
                 gen_verdict += "."
-        else:
+        elif winner == a:
             gen_verdict = (
-                "Not supported: AE decodes of N(0, I) are as close to the data as "
-                "VAE prior samples here."
+                f"Not supported: {A} decodes of N(0, I) are closer to the data than "
+                f"{B} prior samples here."
             )
+        else:
+            gen_verdict = "Not supported: no measurable difference between the two models' samples."
     rows.append(
         {
             "row": "Generative ability",
@@ -263,41 +255,104 @@ def verdicts(m: dict) -> list[dict]:
         }
     )
 
-    probe_ae, probe_vae = ae.get("probe_accuracy"), vae.get("probe_accuracy")
-    denoise_better = ae["test_denoise_mse"] < vae["test_denoise_mse"]
-    features_better = probe_ae is not None and probe_vae is not None and probe_ae >= probe_vae
+    denoise = better(m, "test_denoise_mse", a, b)
+    probe = better(m, "probe_accuracy", a, b) if ra.get("probe_accuracy") is not None else "n/a"
     measured = (
-        f"denoising MSE (20% salt-and-pepper): AE {_f(ae['test_denoise_mse'])}, "
-        f"VAE {_f(vae['test_denoise_mse'])}"
+        f"denoising MSE (20% salt-and-pepper): {A} {_f(ra['test_denoise_mse'])}, "
+        f"{B} {_f(rb['test_denoise_mse'])}"
     )
-    if probe_ae is not None:
+    if probe != "n/a":
         measured += (
-            f"; linear-probe accuracy of codes: AE {_f(100 * probe_ae, 1)}%, "
-            f"VAE {_f(100 * probe_vae, 1)}%"
+            f"; linear-probe accuracy of codes ({ra.get('probe_n')} test images): "
+            f"{A} {_f(100 * ra['probe_accuracy'], 1)}%, {B} "
+            f"{_f(100 * rb['probe_accuracy'], 1)}%"
         )
-    parts = ["the AE denoises better" if denoise_better else "the VAE denoises as well or better"]
-    if probe_ae is not None:
-        parts.append(
-            "the AE's codes are the better features"
-            if features_better
-            else "the VAE's codes are the better features"
-        )
-    support = (
-        "Supported"
-        if denoise_better and (features_better or probe_ae is None)
-        else ("Partly supported" if denoise_better or features_better else "Not supported")
+    say = lambda w, what: (
+        f"the {w.upper()} {what}" if w else f"no measurable difference in {what.split(' ', 1)[0]}"
     )
+    parts = [say(denoise, "denoises better")]
+    if probe != "n/a":
+        parts.append(
+            say(probe, "features are better")
+            if probe
+            else "no measurable difference in probe accuracy"
+        )
+    wins = [denoise == a] + ([probe == a] if probe != "n/a" else [])
+    support = "Supported" if all(wins) else "Partly supported" if any(wins) else "Not supported"
     rows.append(
         {
             "row": "Applications",
             "ae": "denoising, dimensionality reduction, features",
             "vae": "synthesis, generative modelling, augmentation",
             "measured": measured,
-            "verdict": f"{support} for the AE's uses: {' and '.join(parts)}; the VAE's synthesis "
-            "is the generative row above.",
+            "verdict": f"{support} for the {A}'s uses: {'; '.join(parts)}; the {B}'s synthesis is "
+            "the generative row above.",
         }
     )
     return rows
+
+
+def _fd_vs(ra: dict, rb: dict, key_a: str, key_b: str) -> int:
+    """Sign of ra[key_a] - rb[key_b] when it exceeds 1.96 combined bootstrap s.e., else 0."""
+    va, vb = ra.get(key_a), rb.get(key_b)
+    sa, sb = ra.get(f"{key_a}_se"), rb.get(f"{key_b}_se")
+    if None in (va, vb, sa, sb):
+        return 0
+    margin = 1.96 * math.hypot(sa, sb)
+    return 1 if va - vb > margin else -1 if vb - va > margin else 0
+
+
+# ----------------------------------------------------------------------------- claims
+
+
+def check_claims(m: dict) -> list[dict]:
+    """Every registered claim of every compared model whose reference is at hand:
+    {"model", "claim", "measured", "supported" (True, False or None), "verdict"}."""
+    out = []
+    models = m["models"]
+    for name, r in models.items():
+        for claim in model_info(name).claims:
+            label, _ = METRICS.get(claim.metric, (claim.metric, claim.better))
+            value = r.get(claim.metric)
+            if value is None:
+                continue
+            if isinstance(claim.than, str) and claim.than != "chance":
+                if claim.than not in models:
+                    continue
+                ref = models[claim.than].get(claim.metric)
+                d = direction(comparison(m, claim.metric, claim.than, name))
+                c = comparison(m, claim.metric, claim.than, name)
+                want = -1 if claim.better == "lower" else 1
+                supported = None if d == 0 else d == want
+                measured = f"{label}: {name} {_f(value)}, {claim.than} {_f(ref)}{interval(c)}"
+            else:
+                ref = 1.0 / m["config"]["num_classes"] if claim.than == "chance" else claim.than
+                n = r.get(claim.metric.replace("accuracy", "n"))
+                se = (
+                    math.sqrt(value * (1 - value) / n)
+                    if claim.metric.endswith("accuracy") and n
+                    else 0.0
+                )
+                hi, lo = value + 1.96 * se, value - 1.96 * se
+                supported = lo > ref if claim.better == "higher" else hi < ref
+                what = "chance" if claim.than == "chance" else "the reference"
+                measured = f"{label}: {name} {_f(value, 3)}, {what} {_f(ref, 3)}"
+            verdict = {True: "Supported", False: "Not supported", None: "No measurable difference"}[
+                supported
+            ]
+            out.append(
+                {
+                    "model": name,
+                    "claim": claim.text,
+                    "measured": measured,
+                    "supported": supported,
+                    "verdict": verdict,
+                }
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------- the report
 
 
 def markdown_row(cells: list[str]) -> str:
@@ -305,93 +360,103 @@ def markdown_row(cells: list[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
-def write_report(path: str, metrics: dict, command: str) -> None:
-    """report.md: the article's table with a measured column and a verdict per row,
-    the main numbers, and the figures."""
+# Columns of the all-models table: (metrics.json key, header, digits).
+COLUMNS = [
+    ("test_mse", "MSE", 2),
+    ("test_psnr", "PSNR dB", 2),
+    ("test_denoise_mse", "denoise MSE", 2),
+    ("test_neg_elbo", "-ELBO", 2),
+    ("test_nll_iwae", "NLL (IWAE)", 2),
+    ("test_kl", "KL", 2),
+    ("active_units", "active units", 0),
+    ("probe_accuracy", "probe acc.", 3),
+    ("prior_sample_fd", "prior FD", 2),
+    ("expost_sample_fd", "ex-post FD", 2),
+    ("latent_prior_fd", "q(z) FD to N(0,I)", 2),
+    ("perplexity", "perplexity", 1),
+    ("dead_codes", "dead codes", 0),
+    ("conditional_sample_accuracy", "cond. sample acc.", 3),
+    ("step_ms", "step ms", 3),
+    ("parameters", "parameters", 0),
+]
+
+
+def models_table(m: dict) -> list[str]:
+    header = ["model", *[h for _, h, _ in COLUMNS]]
+    lines = [markdown_row(header), "|" + "---|" * len(header)]
+    for name, r in m["models"].items():
+        cells = [name]
+        for key, _, digits in COLUMNS:
+            v = r.get(key)
+            cells.append("n/a" if v is None else str(v) if isinstance(v, int) else _f(v, digits))
+        lines.append(markdown_row(cells))
+    return lines
+
+
+def write_report(path: str, metrics: dict, command: str, figures: list[tuple] = ()) -> None:
+    """report.md: the article's table for the pair, every model's numbers, the
+    literature's claims checked, and the figures."""
     cfg = metrics["config"]
+    names = list(metrics["models"])
     lines = [
-        f"# AE vs VAE on {metrics['dataset']}",
+        f"# {', '.join(names)} on {metrics['dataset']}",
         "",
         f"Produced by `{command}`.",
-        f"Both models: {cfg['backbone']} backbone, hidden {cfg['hidden']}, latent "
+        f"Every model: {cfg['backbone']} backbone, hidden {cfg['hidden']}, latent "
         f"{cfg['latent_dim']}, {cfg['epochs']} epochs of {cfg['train_size']} training images, "
         f"batch {cfg['batch_size']}, {cfg.get('optimizer', 'adam')} lr {cfg['lr']} "
         f"({cfg.get('schedule', 'constant')}), binarization {cfg['binarize']}, "
         f"seed {cfg['seed']}. Test split: {cfg['test_size']} images, binarized once with a "
         "fixed draw where training binarizes.",
-        "",
-        "| | Autoencoder | Variational autoencoder | Measured | Do the numbers support it? |",
-        "|---|---|---|---|---|",
     ]
-    for r in verdicts(metrics):
-        cells = [r[k] for k in ("row", "ae", "vae", "measured", "verdict")]
-        lines.append(markdown_row(cells))
-    ae, vae = metrics["models"]["ae"], metrics["models"]["vae"]
-    keys = [
-        "test_mse",
-        "test_bce",
-        "test_psnr",
-        "test_denoise_mse",
-        "test_neg_elbo",
-        "test_kl",
-        "test_nll_iwae",
-        "active_units",
-        "probe_accuracy",
-        "prior_sample_fd",
-        "expost_sample_fd",
-        "train_seconds",
-        "step_ms",
-    ]
-    lines += ["", "## All numbers", "", "| metric | AE | VAE |", "|---|---|---|"]
-    for k in keys:
-        a, v = ae.get(k), vae.get(k)
-        if a is None and v is None:
-            continue
-        fmt = lambda x: "-" if x is None else (str(x) if isinstance(x, int) else _f(x, 3))
-        lines.append(f"| {k} | {fmt(a)} | {fmt(v)} |")
-    if metrics.get("classifier_accuracy") is not None:
+    a, b = cfg["pair"]
+    if a in metrics["models"] and b in metrics["models"]:
         lines += [
             "",
-            f"Domain FD uses the 128-d features of a small CNN trained on "
-            f"{metrics['dataset']} (test accuracy "
-            f"{100 * metrics['classifier_accuracy']:.1f}%), computed between "
-            f"{cfg['test_size']} samples and the test images.",
+            f"## The article's table: {a} vs {b}",
+            "",
+            "| | Autoencoder | Variational autoencoder | Measured | Do the numbers support it? |",
+            "|---|---|---|---|---|",
         ]
+        for r in article_rows(metrics):
+            lines.append(markdown_row([r[k] for k in ("row", "ae", "vae", "measured", "verdict")]))
+    lines += ["", "## Every model", "", *models_table(metrics)]
+    claims = metrics.get("claims") or check_claims(metrics)
+    if claims:
+        lines += [
+            "",
+            "## What the literature says, checked",
+            "",
+            "| model | claim | measured | verdict |",
+            "|---|---|---|---|",
+        ]
+        for c in claims:
+            lines.append(markdown_row([c["model"], c["claim"], c["measured"], c["verdict"]]))
+    lines += ["", "## Notes", ""]
+    if metrics.get("classifier_accuracy") is not None:
+        lines.append(
+            f"- Domain FD uses the 128-d features of a small CNN trained on {metrics['dataset']} "
+            f"(test accuracy {100 * metrics['classifier_accuracy']:.1f}%), between "
+            f"{cfg['test_size']} samples and the test images; it also labels the conditional "
+            "samples."
+        )
     lines += [
-        "",
-        "MSE is summed over pixels per image (the article's ||X - X_hat||^2), BCE in nats "
-        "per image, PSNR in dB; reconstructions go through the code's mean. IWAE NLL is "
-        "an upper bound on the negative log-likelihood.",
-        "",
-        "## Figures",
-        "",
-        "Reconstructions (test inputs / AE / VAE):",
-        f"![reconstructions]({FIGURES['reconstructions']})",
-        "",
-        "Samples (AE with z ~ N(0, I) / AE with an ex-post Gaussian / VAE prior):",
-        f"![samples]({FIGURES['samples']})",
-        "",
-        "Interpolations between test images in latent space:",
-        f"![interpolations]({FIGURES['interpolations']})",
-        "",
-        "Latent means of the test images, coloured by class:",
-        f"![latent space]({FIGURES['latent_2d']})",
-        "",
-        "Training curves:",
-        f"![training curves]({FIGURES['training_curves']})",
-        "",
+        "- MSE is summed over pixels per image (the article's ||X - X_hat||^2), PSNR in dB, "
+        "-ELBO and NLL in nats per image; reconstructions go through the code (the "
+        "Gaussian's mean). The -ELBO is the importance-weighted estimate with one sample, the "
+        f"true prior and beta = 1; NLL (IWAE) uses K = {cfg.get('iwae_k')} samples (one for "
+        "point posteriors such as the VQ-VAE's, where one is exact) and is an upper bound.",
+        "- q(z) FD to N(0,I): the Frechet distance between the moments of the aggregate "
+        "posterior on the test split (codes, or q(z|x) averaged over images) and the prior.",
+        "- A difference is called only when its 95% interval excludes zero: paired bootstrap "
+        "over test images for per-image metrics, binomial standard errors for accuracies, "
+        "bootstrap standard errors for Frechet distances. Step times come from an "
+        "interleaved benchmark in one process, not from the training runs' wall clocks.",
+        "- One seed per model: the spread over seeds is not measured here.",
     ]
+    if figures:
+        lines += ["", "## Figures", ""]
+        for caption, file in figures:
+            lines += [f"{caption}:", f"![{file}]({file})", ""]
     with open(path, "w") as f:
-        f.write("\n".join(lines))
-
-
-def figure_paths(out: str) -> dict[str, str]:
-    return {k: os.path.join(out, v) for k, v in FIGURES.items()}
-
-
-def image_grid(path: str, images: np.ndarray, title: str) -> None:
-    """A near-square grid of images [n, H, W, C] in [0, 1]."""
-    n = len(images)
-    cols = math.ceil(math.sqrt(n))
-    rows = [images[i : i + cols] for i in range(0, n, cols)]
-    image_rows(path, rows, [""] * len(rows), title)
+        f.write("\n".join(lines) + "\n")

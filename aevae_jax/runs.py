@@ -1,5 +1,10 @@
 """A finished (or interrupted) run directory, read back: its config, history, model
-and the parameters of its best or latest checkpoint."""
+and the parameters of its best or latest checkpoint.
+
+The model is rebuilt from config.json alone (its data description included), so
+reading a run needs the data set only where the caller needs data: `aevae sample`
+from the prior loads none.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +15,25 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import RunConfig
-from aevae_jax.data import Dataset, load_dataset
+from aevae_jax.data import Dataset, DataSpec, load_dataset
 from aevae_jax.errors import UserError, require
-from aevae_jax.models import Model, make_model
-from aevae_jax.train import CONFIG_FILE, METRICS_FILE, make_optimizer
+from aevae_jax.models import Model, import_models, make_model
+from aevae_jax.train import CONFIG_FILE, METRICS_FILE, checkpoint_tree, init_state, plan_stages
 
 
 @dataclasses.dataclass
 class LoadedRun:
     cfg: RunConfig
+    spec: DataSpec
     model: Model
     params: Any
     epoch: int
     which: str  # "best" or "latest"
     history: list[dict]
-    dataset: Dataset  # with the run's training subset applied
+    dataset: Dataset | None  # with the run's training subset applied; None if not loaded
 
 
 def read_history(run_dir: str) -> list[dict]:
@@ -39,31 +44,47 @@ def read_history(run_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def load_run(run_dir: str, which: str = "best", dataset: Dataset | None = None) -> LoadedRun:
-    """Read `run_dir` (made by `aevae train` or `fit`); `which` is 'best' or 'latest'
-    (best falls back to latest when there is none)."""
-    config_path = os.path.join(run_dir, CONFIG_FILE)
+def read_config(run_dir: str) -> tuple[RunConfig, DataSpec, int]:
+    """(run config, data description, steps per epoch) from `run_dir`/config.json."""
+    path = os.path.join(run_dir, CONFIG_FILE)
     require(
-        os.path.isfile(config_path),
+        os.path.isfile(path),
         f"{run_dir!r} is not a run directory (no {CONFIG_FILE}); pass the --out of an "
         "`aevae train` run",
     )
-    with open(config_path) as f:
-        cfg = RunConfig.from_dict(json.load(f))
-    if dataset is None:
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        spec = saved["data_spec"]
+        return RunConfig.from_dict(saved["run"]), DataSpec(**spec), int(saved["steps_per_epoch"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(
+            f"{path} is damaged or from an older version of aevae_jax ({type(e).__name__}: "
+            f"{e}); retrain the run"
+        ) from None
+
+
+def load_run(
+    run_dir: str, which: str = "best", dataset: Dataset | None = None, need_data: bool = True
+) -> LoadedRun:
+    """Read `run_dir` (made by `aevae train` or `fit`); `which` is 'best' or 'latest'
+    (best falls back to latest when there is none). With need_data=False and no
+    `dataset`, no data set is loaded."""
+    cfg, spec, steps_per_epoch = read_config(run_dir)
+    for module in cfg.imports:
+        import_models(module)
+    if dataset is None and need_data:
         dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir)
-    dataset = dataset.take_train(cfg.data.train_size)
-    model = make_model(cfg.model, dataset.image_shape)
-    tx = make_optimizer(cfg.optim, 1)
-    example = jnp.zeros((1, *dataset.image_shape), jnp.float32)
-    params = jax.eval_shape(model.init, jax.random.key(0), example)
-    template = {
-        "params": params,
-        "opt_state": jax.eval_shape(tx.init, params),
-        "step": jax.ShapeDtypeStruct((), jnp.int32),
-        "epoch": np.asarray(0, np.int64),
-        "root_key": np.zeros(2, np.uint32),
-    }
+    if dataset is not None:
+        dataset = dataset.take_train(cfg.data.train_size)
+    model = make_model(cfg.model, spec)
+    plans = plan_stages(model, cfg, steps_per_epoch)
+    x = jnp.zeros((1, *spec.image_shape), jnp.float32)
+    y = None if spec.num_classes is None else jnp.zeros((1,), jnp.int32)
+    params, opt_states = jax.eval_shape(
+        lambda k: init_state(model, plans, k, x, y), jax.random.key(0)
+    )
+    template = checkpoint_tree(params, opt_states, jax.ShapeDtypeStruct((), jnp.int32), 0, cfg.seed)
     checkpoints = RunCheckpoints(run_dir)
     try:
         if which == "best" and checkpoints.best.best_step() is None:
@@ -75,6 +96,7 @@ def load_run(run_dir: str, which: str = "best", dataset: Dataset | None = None) 
         checkpoints.close()
     return LoadedRun(
         cfg,
+        spec,
         model,
         restored["params"],
         int(restored["epoch"]),

@@ -32,13 +32,16 @@ def expost_gaussian(codes: jax.Array, ridge: float = 1e-6) -> Sampler:
     return lambda key, n: mean + jax.random.normal(key, (n, mean.shape[0])) @ chol.T
 
 
-def decode_samples(model: Model, params, sampler: Sampler, key: jax.Array, n: int):
-    """Images [n, H, W, C] in [0, 1]: the likelihood's mean at sampled codes."""
-    return model.likelihood.mean(model.decode(params, sampler(key, n)))
+def decode_samples(model: Model, params, sampler: Sampler, key: jax.Array, n: int, y=None):
+    """Images [n, H, W, C] in [0, 1]: the likelihood's mean at sampled codes (reshaped
+    to the model's code shape; labels y [n] for conditional decoders)."""
+    codes = sampler(key, n).reshape(n, *model.code_shape)
+    return model.likelihood.mean(model.decode(params, codes, y))
 
 
-def prior_images(model: Model, params, key: jax.Array, n: int) -> jax.Array:
-    """The model's own `sample` where it has one, else N(0, I) codes through its decoder."""
+def prior_images(model: Model, params, key: jax.Array, n: int, y=None) -> jax.Array:
+    """The model's own `sample` where it has one, else N(0, I) codes through its decoder.
+    Conditional models take labels y [n] (None: the model draws them)."""
     if model.sample is not None:
-        return model.sample(params, key, n)
-    return decode_samples(model, params, standard_normal(model.latent_dim), key, n)
+        return model.sample(params, key, n, y)
+    return decode_samples(model, params, standard_normal(model.latent_dim), key, n, y)

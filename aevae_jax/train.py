@@ -1,13 +1,20 @@
-"""Training: Optax update, one compiled `lax.scan` per epoch, checkpoints and logs.
+"""Training: one compiled `lax.scan` per epoch, stages, checkpoints and logs.
 
 Randomness: the run's root key `jax.random.key(seed)` is split once into named
 streams (`make_streams`); the epoch's data order is `permutation(fold_in(data,
 epoch))` and every per-step key is `fold_in(stream, step)`. So a resumed run draws
 exactly the numbers of an uninterrupted one, and one seed gives the same bits.
 
+Stages: a model trains its main objective for `cfg.epochs` epochs, then each of its
+further `stages` (a VQ-VAE's prior) for that stage's epochs. Epochs are counted over
+the whole run; each stage has its own optimiser state, all of which every checkpoint
+holds, so `--resume` continues in whichever stage the run was killed.
+
 `fit(cfg)` is the whole run: load data, build the model, train with a progress bar,
-evaluate the test loss each epoch, write `config.json`, `metrics.jsonl` (one line
-per epoch) and orbax checkpoints (periodic and best) under `cfg.out`.
+evaluate on the test split each epoch, write `config.json`, `metrics.jsonl` (one line
+per epoch) and orbax checkpoints (periodic and best) under `cfg.out`. The best
+checkpoint is ranked by a step-independent metric (`evaluate.selection_metric`),
+among the epochs of the last stage.
 """
 
 from __future__ import annotations
@@ -25,21 +32,33 @@ import numpy as np
 import optax
 
 from aevae_jax.checkpoint import RunCheckpoints
-from aevae_jax.config import OptimConfig, RunConfig
+from aevae_jax.config import RunConfig
 from aevae_jax.data import Dataset, load_dataset, preprocess
 from aevae_jax.errors import UserError, require
-from aevae_jax.evaluate import make_loss_per_example, mean_metrics
-from aevae_jax.models import Batch, Model, make_model
+from aevae_jax.evaluate import make_epoch_test, selection_metric
+from aevae_jax.models import Batch, Model, import_models, make_model, resolve
+from aevae_jax.optim import make_optimizer
 
 STREAMS = ("init", "data", "binarize", "model", "eval")
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+MAIN_STAGE = "main"
 
 
 class TrainState(NamedTuple):
     params: Any
-    opt_state: Any
-    step: jax.Array  # int32 scalar: updates done so far
+    opt_state: Any  # the current stage's optimiser state
+    step: jax.Array  # int32 scalar: updates done so far, over all stages
+
+
+class StagePlan(NamedTuple):
+    """One stage of a run: its objective, optimiser and epochs [first, first + epochs)."""
+
+    name: str
+    loss: Callable
+    tx: optax.GradientTransformation
+    first_epoch: int
+    epochs: int
 
 
 def make_streams(seed: int) -> dict[str, jax.Array]:
@@ -49,53 +68,58 @@ def make_streams(seed: int) -> dict[str, jax.Array]:
     return {name: jax.random.fold_in(root, i) for i, name in enumerate(STREAMS)}
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """Adam / AdamW / SGD(momentum 0.9) with a learning-rate schedule and optional
-    global-norm gradient clipping."""
-    decay_steps = max(total_steps, 1)
-    require(
-        cfg.warmup_steps < decay_steps or cfg.schedule != "warmup_cosine",
-        f"warmup_steps {cfg.warmup_steps} must be fewer than the run's {decay_steps} steps",
-    )
-    schedules: dict[str, Callable[[], optax.Schedule]] = {
-        "constant": lambda: optax.constant_schedule(cfg.lr),
-        "cosine": lambda: optax.cosine_decay_schedule(cfg.lr, decay_steps),
-        "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(
-            0.0, cfg.lr, cfg.warmup_steps, decay_steps
-        ),
-    }
-    lr = schedules[cfg.schedule]()
-    optimizers: dict[str, Callable[[], optax.GradientTransformation]] = {
-        "adam": lambda: optax.adam(lr),
-        "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
-        "sgd": lambda: optax.sgd(lr, momentum=0.9),
-    }
-    tx = optimizers[cfg.optimizer]()
-    if cfg.grad_clip is not None:
-        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
-    return tx
+def model_optimizer(model: Model, cfg, total_steps: int) -> optax.GradientTransformation:
+    """The main stage's optimiser: the model's own (`model.optimizer`) or the run's."""
+    build = model.optimizer or make_optimizer
+    return build(cfg, total_steps)
 
 
-def make_update(model: Model, tx: optax.GradientTransformation) -> Callable:
-    """update(params, opt_state, batch, key, step) -> (params, opt_state, loss, metrics).
+def plan_stages(model: Model, cfg: RunConfig, steps_per_epoch: int) -> list[StagePlan]:
+    """The main stage for cfg.epochs, then the model's further stages in order."""
+    plans = [
+        StagePlan(
+            MAIN_STAGE,
+            model.loss,
+            model_optimizer(model, cfg.optim, steps_per_epoch * cfg.epochs),
+            0,
+            cfg.epochs,
+        )
+    ]
+    for stage in model.stages:
+        first = plans[-1].first_epoch + plans[-1].epochs
+        tx = stage.optimizer(cfg.optim, steps_per_epoch * stage.epochs)
+        plans.append(StagePlan(stage.name, stage.loss, tx, first, stage.epochs))
+    return plans
 
-    One gradient step of `model.loss`, unless the model brings its own update
-    (`model.make_update`, e.g. several optimisers in one step)."""
-    if model.make_update is not None:
-        return model.make_update(tx)
+
+def stage_at(plans: list[StagePlan], epoch: int) -> StagePlan:
+    """The stage that trains epoch `epoch` (0-based)."""
+    return next(p for p in plans if epoch < p.first_epoch + p.epochs)
+
+
+def total_epochs(plans: list[StagePlan]) -> int:
+    return plans[-1].first_epoch + plans[-1].epochs
+
+
+def make_update(loss: Callable, tx: optax.GradientTransformation) -> Callable:
+    """update(params, opt_state, batch, key, step) -> (params, opt_state, loss, metrics):
+    one gradient step of `loss`. Parameter groups with their own rules (several
+    optimisers, frozen or EMA parameters) live in `tx` (see optim.param_groups)."""
 
     def update(params, opt_state, batch, key, step):
-        (loss, metrics), grads = jax.value_and_grad(model.loss, has_aux=True)(
-            params, batch, key, step
-        )
+        (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, key, step)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, metrics
+        return optax.apply_updates(params, updates), opt_state, value, metrics
 
     return update
 
 
 def make_train_epoch(
-    model: Model, tx: optax.GradientTransformation, binarize: str, batch_size: int, n_train: int
+    loss: Callable,
+    tx: optax.GradientTransformation,
+    binarize: str,
+    batch_size: int,
+    n_train: int,
 ) -> Callable:
     """The jitted epoch: (state, keys, x_train, y_train, epoch) -> (state, mean metrics).
 
@@ -105,7 +129,7 @@ def make_train_epoch(
     state's buffers are donated.
     """
     steps = n_train // batch_size
-    update = make_update(model, tx)
+    update = make_update(loss, tx)
 
     def epoch_fn(state: TrainState, keys, x_train, y_train, epoch):
         order = jax.random.permutation(jax.random.fold_in(keys["data"], epoch), n_train)
@@ -116,10 +140,10 @@ def make_train_epoch(
             k_model = jax.random.fold_in(keys["model"], state.step)
             x = preprocess(jnp.take(x_train, idx, axis=0), binarize, k_bin, idx, split=0)
             y = None if y_train is None else jnp.take(y_train, idx, axis=0)
-            params, opt_state, loss, metrics = update(
+            params, opt_state, value, metrics = update(
                 state.params, state.opt_state, Batch(x, y), k_model, state.step
             )
-            return TrainState(params, opt_state, state.step + 1), {"loss": loss, **metrics}
+            return TrainState(params, opt_state, state.step + 1), {"objective": value, **metrics}
 
         state, per_step = jax.lax.scan(step_fn, state, order)
         return state, jax.tree.map(jnp.mean, per_step)
@@ -162,10 +186,17 @@ def prepare_out_dir(out: str, resume: bool) -> None:
         raise UserError(f"--resume: {out!r} holds no run to resume (no {CONFIG_FILE})")
 
 
+def prepare_config(cfg: RunConfig) -> RunConfig:
+    """`cfg` with its user modules imported (recorded by how to find them again) and its
+    model resolved: name checked, likelihood and options completed. Needs no data."""
+    imports = tuple(import_models(m) for m in cfg.imports)
+    return dataclasses.replace(cfg, imports=imports, model=resolve(cfg.model))
+
+
 def _check_resumable(cfg: RunConfig, out: str) -> RunConfig:
     """The run saved in `out`, after checking that `cfg` may resume it."""
     with open(os.path.join(out, CONFIG_FILE)) as f:
-        saved = RunConfig.from_dict(json.load(f))
+        saved = RunConfig.from_dict(json.load(f)["run"])
     # Only the epoch budget may change on resume (and only under a constant learning
     # rate, since schedules span the whole run); anything else makes a different run.
     same_out = os.path.normpath(saved.out) == os.path.normpath(cfg.out)
@@ -178,16 +209,25 @@ def _check_resumable(cfg: RunConfig, out: str) -> RunConfig:
     return saved
 
 
-def _check_epoch_change(saved_epochs: int, cfg: RunConfig, done: int) -> None:
+def _check_epoch_change(saved_epochs: int, cfg: RunConfig, done: int, stages: int) -> None:
+    """--epochs may change on resume only under a constant learning rate, never below
+    the epochs done, and for a model with later stages only while its main stage runs."""
+    if cfg.epochs == saved_epochs:
+        return
     require(
         cfg.epochs >= done,
         f"--resume: the run in {cfg.out!r} has already trained {done} epochs; "
         f"pass --epochs {done} or more",
     )
     require(
-        cfg.epochs == saved_epochs or cfg.optim.schedule == "constant",
+        cfg.optim.schedule == "constant",
         f"--resume: the {cfg.optim.schedule} schedule spans the run's {saved_epochs} epochs; "
         f"changing --epochs would change it mid-run. Resume with --epochs {saved_epochs}",
+    )
+    require(
+        stages == 1 or done < min(saved_epochs, cfg.epochs),
+        f"--resume: this model's later training stages have begun (after the main stage's "
+        f"{saved_epochs} epochs); resume with --epochs {saved_epochs}",
     )
 
 
@@ -206,6 +246,27 @@ def _write_history(path: str, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def write_config(out: str, cfg: RunConfig, dataset: Dataset, steps_per_epoch: int) -> None:
+    """config.json: the run's configuration and a description of its data, enough to
+    rebuild the model and its optimisers without loading the data set."""
+    saved = {
+        "run": cfg.to_dict(),
+        "data_spec": dataset.spec.to_dict(),
+        "steps_per_epoch": steps_per_epoch,
+    }
+    tmp = os.path.join(out, CONFIG_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(saved, f, indent=2)
+    os.replace(tmp, os.path.join(out, CONFIG_FILE))
+
+
+def init_state(model: Model, plans: list[StagePlan], key, x, y):
+    """Initial parameters and one optimiser state per stage: {stage: opt_state}."""
+    batch = Batch(x[:1].astype(jnp.float32), None if y is None else y[:1])
+    params = model.init(key, batch)
+    return params, {p.name: p.tx.init(params) for p in plans}
+
+
 def fit(
     cfg: RunConfig,
     resume: bool = False,
@@ -213,6 +274,7 @@ def fit(
     progress: bool = True,
 ) -> FitResult:
     """Train `cfg` to its last epoch (from its latest checkpoint when `resume`)."""
+    cfg = prepare_config(cfg)
     out = cfg.out
     prepare_out_dir(out, resume)
     saved = _check_resumable(cfg, out) if resume else None
@@ -225,9 +287,9 @@ def fit(
         f"batch_size {cfg.batch_size} exceeds the {n_train} training examples; "
         "lower --batch-size or raise --train-size",
     )
-    model = make_model(cfg.model, dataset.image_shape)
+    model = make_model(cfg.model, dataset.spec)
     steps_per_epoch = n_train // cfg.batch_size
-    tx = make_optimizer(cfg.optim, steps_per_epoch * cfg.epochs)
+    plans = plan_stages(model, cfg, steps_per_epoch)
     keys = make_streams(cfg.seed)
 
     x_train = jnp.asarray(dataset.x_train)
@@ -235,85 +297,111 @@ def fit(
     x_test = jnp.asarray(dataset.x_test)
     y_test = None if dataset.y_test is None else jnp.asarray(dataset.y_test)
 
-    params = model.init(keys["init"], x_train[:1].astype(jnp.float32))
-    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    params, opt_states = init_state(model, plans, keys["init"], x_train, y_train)
+    step = jnp.zeros((), jnp.int32)
     checkpoints = RunCheckpoints(out)
     start_epoch = 0
     if resume and checkpoints.latest_epoch() is not None:
-        restored = checkpoints.restore(_checkpoint_tree(state, 0, cfg.seed))
+        restored = checkpoints.restore(checkpoint_tree(params, opt_states, step, 0, cfg.seed))
         require(
             np.array_equal(restored["root_key"], jax.random.key_data(jax.random.key(cfg.seed))),
             "--resume: the checkpoint was made with another seed; resume with the same --seed",
         )
-        state = TrainState(restored["params"], restored["opt_state"], restored["step"])
+        params, opt_states, step = restored["params"], restored["opt_state"], restored["step"]
         start_epoch = int(restored["epoch"])
     if saved is not None:
-        _check_epoch_change(saved.epochs, cfg, start_epoch)
+        _check_epoch_change(saved.epochs, cfg, start_epoch, len(plans))
     if saved is None or cfg.epochs != saved.epochs:
-        with open(os.path.join(out, CONFIG_FILE), "w") as f:
-            json.dump(cfg.to_dict(), f, indent=2)
+        write_config(out, cfg, dataset, steps_per_epoch)
 
     metrics_path = os.path.join(out, METRICS_FILE)
     history = _read_history(metrics_path, start_epoch)
     _write_history(metrics_path, history)
 
-    train_epoch = make_train_epoch(model, tx, cfg.data.binarize, cfg.batch_size, n_train)
-    test_losses = make_loss_per_example(model, cfg.data.binarize)
-    eval_key = keys["eval"]
-
-    t0 = time.perf_counter()
-    train_epoch = train_epoch.lower(state, keys, x_train, y_train, 0).compile()
-    compile_seconds = time.perf_counter() - t0
-
-    bar = _progress(range(start_epoch, cfg.epochs), cfg, progress, start_epoch)
+    select = selection_metric(model)
+    last = total_epochs(plans)
+    compiled: dict[str, tuple[Callable, Callable, float]] = {}
+    bar = _progress(range(start_epoch, last), cfg, last, progress, start_epoch)
     for epoch in bar:
+        plan = stage_at(plans, epoch)
+        if plan.name not in compiled:
+            compiled[plan.name] = _compile_stage(
+                plan, cfg, n_train, params, opt_states, step, keys, x_train, y_train, model
+            )
+        train_epoch, test_fn, compile_seconds = compiled[plan.name]
+        state = TrainState(params, opt_states[plan.name], step)
         t0 = time.perf_counter()
         state, train_metrics = train_epoch(state, keys, x_train, y_train, epoch)
         train_metrics = jax.device_get(train_metrics)
         epoch_seconds = time.perf_counter() - t0
-        test = mean_metrics(*test_losses(state.params, x_test, y_test, eval_key, state.step))
+        params, step = state.params, state.step
+        opt_states = {**opt_states, plan.name: state.opt_state}
+        test = test_fn(params, x_test, y_test, keys["eval"], step)
         row = {
             "epoch": epoch + 1,
-            "step": int(state.step),
-            **{f"train_{k}": float(v) for k, v in train_metrics.items()},
-            **{f"test_{k}": v for k, v in test.items()},
+            "stage": plan.name,
+            "step": int(step),
+            "train_objective": float(train_metrics.pop("objective")),
+            "train_terms": {k: float(v) for k, v in train_metrics.items()},
+            **test,
+            "selection": select,
             "epoch_seconds": epoch_seconds,
             "step_ms": 1000 * epoch_seconds / steps_per_epoch,
         }
-        if epoch == start_epoch:
+        if epoch == plan.first_epoch or epoch == start_epoch:
             row["compile_seconds"] = compile_seconds
         history.append(row)
         _write_history(metrics_path, history)
-        periodic = (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
+        stage_end = epoch + 1 == plan.first_epoch + plan.epochs
+        periodic = (epoch + 1) % cfg.checkpoint_every == 0 or stage_end
+        in_last_stage = plan is plans[-1]
         checkpoints.save(
-            epoch + 1, _checkpoint_tree(state, epoch + 1, cfg.seed), test["loss"], periodic
+            epoch + 1,
+            checkpoint_tree(params, opt_states, step, epoch + 1, cfg.seed),
+            test[select] if in_last_stage else float("nan"),
+            periodic,
         )
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(train=f"{row['train_loss']:.2f}", test=f"{test['loss']:.2f}")
+            bar.set_postfix(
+                stage=plan.name,
+                objective=f"{row['train_objective']:.2f}",
+                **{select.removeprefix("test_"): f"{test[select]:.2f}"},
+            )
     checkpoints.close()
-    return FitResult(model, state.params, history, out, dataset)
+    return FitResult(model, params, history, out, dataset)
 
 
-def _checkpoint_tree(state: TrainState, epoch: int, seed: int) -> dict:
-    """What a checkpoint holds: the train state, the epoch reached and the root key
-    (every stream, data order and per-step key derives from it)."""
+def _compile_stage(plan, cfg, n_train, params, opt_states, step, keys, x_train, y_train, model):
+    """The compiled epoch of a stage, its per-epoch test function, and compile seconds."""
+    epoch_fn = make_train_epoch(plan.loss, plan.tx, cfg.data.binarize, cfg.batch_size, n_train)
+    state = TrainState(params, opt_states[plan.name], step)
+    t0 = time.perf_counter()
+    compiled = epoch_fn.lower(state, keys, x_train, y_train, plan.first_epoch).compile()
+    seconds = time.perf_counter() - t0
+    return compiled, make_epoch_test(model, plan.loss, cfg.data.binarize), seconds
+
+
+def checkpoint_tree(params, opt_states: dict, step, epoch: int, seed: int) -> dict:
+    """What a checkpoint holds: parameters, every stage's optimiser state, the step and
+    epoch reached, and the root key (every stream, data order and per-step key derives
+    from it)."""
     return {
-        "params": state.params,
-        "opt_state": state.opt_state,
-        "step": state.step,
+        "params": params,
+        "opt_state": opt_states,
+        "step": step,
         "epoch": np.asarray(epoch, np.int64),
         "root_key": np.asarray(jax.random.key_data(jax.random.key(seed))),
     }
 
 
-def _progress(epochs, cfg: RunConfig, enabled: bool, start: int):
+def _progress(epochs, cfg: RunConfig, total: int, enabled: bool, start: int):
     if not enabled:
         return epochs
     from tqdm.auto import tqdm
 
     return tqdm(
         epochs,
-        total=cfg.epochs,
+        total=total,
         initial=start,
         desc=f"{cfg.model.name} on {cfg.data.dataset}",
         unit="epoch",

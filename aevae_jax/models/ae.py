@@ -10,27 +10,32 @@ from aevae_jax.models import register
 from aevae_jax.models.base import Encoding, Model, make_backbone_fns
 
 
-@register("ae")
-def make_ae(cfg, image_shape) -> Model:
-    likelihood = get_likelihood(cfg.likelihood or "mse")
-    net = make_backbone_fns(cfg, image_shape, encoder_out=cfg.latent_dim)
+@register("ae", likelihood="mse")
+def make_ae(cfg, spec, opts) -> Model:
+    """Autoencoder: a deterministic code trained on reconstruction (MSE)."""
+    del opts
+    likelihood = get_likelihood(cfg.likelihood)
+    net = make_backbone_fns(cfg, spec.image_shape, encoder_out=cfg.latent_dim)
 
-    def encode(params, x):
-        return Encoding(mean=net.encoder(params, x))
+    def encode(params, batch):
+        return Encoding(net.encoder(params, batch.x))
+
+    def decode(params, code, y=None):
+        return net.decoder(params, code)
 
     def loss(params, batch, key, step):
         del key, step  # deterministic
-        recon = likelihood.nll(net.decoder(params, net.encoder(params, batch.x)), batch.x)
+        recon = likelihood.nll(decode(params, encode(params, batch).code), batch.x)
         value = batch_mean(recon)
         return value, {"recon": value}
 
     return Model(
         name="ae",
-        latent_dim=cfg.latent_dim,
-        image_shape=image_shape,
+        spec=spec,
+        code_shape=(cfg.latent_dim,),
         likelihood=likelihood,
-        init=net.init,
+        init=lambda key, batch: net.init(key, batch.x),
         loss=loss,
         encode=encode,
-        decode=net.decoder,
+        decode=decode,
     )

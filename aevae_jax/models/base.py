@@ -1,88 +1,157 @@
-"""The model protocol: a frozen bundle of pure functions, shaped like an optax
-transformation. The trainer, evaluator and command line read what a model can do
-from which fields are set (`sample`, `log_importance_weights`, `make_update`),
-never from its name.
+"""The model protocol (v2): a frozen bundle of pure functions, shaped like an optax
+transformation. The trainer, evaluator, command line and reports read what a model
+can do from which fields are set, never from its name.
 
-Shapes: images x [B, H, W, C] float32 in [0, 1]; codes z [B, latent_dim];
-decoder outputs are logits of the image shape (mean image = likelihood.mean(logits)).
+Shapes: images x [B, H, W, C] float32 in [0, 1]; labels y [B] int32 (or None);
+codes [B, *code_shape] float32 (what the decoder takes); decoder outputs are logits of
+the image shape (mean image = likelihood.mean(logits)).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import optax
 
+from aevae_jax.data import DataSpec
 from aevae_jax.likelihoods import Likelihood
 
 Params = Any  # a pytree of arrays
 Metrics = dict[str, jax.Array]
+Loss = Callable[[Params, "Batch", jax.Array, jax.Array], tuple[jax.Array, Metrics]]
+OptimizerFactory = Callable[[Any, int], optax.GradientTransformation]  # (OptimConfig, steps)
 
 
 class Batch(NamedTuple):
-    """One batch as the model sees it: preprocessed images and (optional) labels."""
+    """One batch as the model sees it: preprocessed images and (optional) labels, the
+    conditioning input of conditional models."""
 
     x: jax.Array  # [B, H, W, C] float32 in [0, 1]
     y: jax.Array | None = None  # [B] int32 class labels, where the data set has them
 
 
 class Encoding(NamedTuple):
-    """What an encoder says about x: a code (`mean`) and, for stochastic encoders,
-    the log-variance of a diagonal Gaussian q(z|x). Deterministic encoders leave
-    `log_var` as None."""
+    """What an encoder says about x.
 
-    mean: jax.Array  # [B, latent_dim]
-    log_var: jax.Array | None = None  # [B, latent_dim]
+    code: what the decoder takes [B, *code_shape]: the point code of an AE, the mean
+      of a Gaussian q(z|x), or the quantised vectors of a VQ-VAE.
+    log_var: the log-variance of a diagonal Gaussian q(z|x) around `code` (None for
+      point codes).
+    indices: int32 code indices [B, *grid] for discrete codes (None otherwise).
+    """
+
+    code: jax.Array
+    log_var: jax.Array | None = None
+    indices: jax.Array | None = None
+
+    @property
+    def features(self) -> jax.Array:
+        """The code as one float vector per example [B, prod(code_shape)] (probe, FD)."""
+        return self.code.reshape(self.code.shape[0], -1)
+
+
+class Claim(NamedTuple):
+    """What the literature says of a model, checked by `aevae compare` from its own
+    numbers whenever the model it is compared with was trained alongside.
+
+    metric: a metrics.json key of the model (e.g. "test_nll_iwae");
+    better: "lower" or "higher";
+    than: another registered model's name, a number, or "chance" (1 / classes);
+    text: the claim in words, with its source.
+    """
+
+    metric: str
+    better: str
+    than: str | float
+    text: str
+
+
+class Stage(NamedTuple):
+    """A training stage after the main one (a VQ-VAE's prior over code indices): its own
+    objective and optimiser over the same parameters, for `epochs` more epochs. The
+    optimiser must leave the parameters it does not train unchanged (`optim.frozen`)."""
+
+    name: str
+    loss: Loss
+    optimizer: OptimizerFactory
+    epochs: int
 
 
 @dataclasses.dataclass(frozen=True)
 class Model:
     """A model: pure functions of explicit parameters and keys.
 
-    init(key, x) -> params
-    loss(params, batch, key, step) -> (scalar, metrics): the training objective, a
-        batch mean of per-example sums (see likelihoods.py); metrics are batch means.
-    encode(params, x) -> Encoding
-    decode(params, z) -> logits [B, H, W, C]
-    sample(params, key, n) -> images [n, H, W, C] in [0, 1] (generative models only)
-    log_importance_weights(params, x, key, k) -> [k, B] values of
-        log p(x, z_k) - log q(z_k | x), z_k ~ q(z|x) (where a density is defined)
-    make_update(optimizer) -> update(params, opt_state, batch, key, step) ->
-        (params, opt_state, metrics): only for models whose update is not one
-        gradient step of `loss` (e.g. several optimisers); None uses the default.
+    init(key, batch) -> params
+    loss(params, batch, key, step) -> (scalar, metrics): the training objective of the
+        main stage, a batch mean of per-example sums (see likelihoods.py); metrics are
+        its terms, batch means. Evaluation never uses it to report a likelihood.
+    encode(params, batch) -> Encoding
+    decode(params, code, y) -> logits [B, H, W, C]   (y: labels [B] or None)
+    sample(params, key, n, y) -> images [n, H, W, C] in [0, 1] from the model's own
+        prior (y: labels [n] for conditional models; None draws them)
+    log_importance_weights(params, batch, key, k) -> [k, B] values of
+        log p(x, z_k) - log q(z_k | x), z_k ~ q(z|x), with the true prior and beta = 1
+        (where a density is defined). K = 1 is the single-sample ELBO.
+    optimizer(optim_cfg, total_steps) -> optax transformation of the main stage (None:
+        the run's optimiser for every parameter); see optim.param_groups.
+    stages: further training stages, run after the main one.
+    conditional: encode, decode and sample need labels.
+    num_codes: codebook size, for discrete codes (Encoding.indices).
+    point_posterior: q(z|x) is a point mass, so one importance sample gives the exact
+        bound and evaluation never draws more.
     """
 
     name: str
-    latent_dim: int
-    image_shape: tuple[int, ...]
+    spec: DataSpec
+    code_shape: tuple[int, ...]
     likelihood: Likelihood
-    init: Callable[[jax.Array, jax.Array], Params]
-    loss: Callable[[Params, Batch, jax.Array, jax.Array], tuple[jax.Array, Metrics]]
-    encode: Callable[[Params, jax.Array], Encoding]
-    decode: Callable[[Params, jax.Array], jax.Array]
-    sample: Callable[[Params, jax.Array, int], jax.Array] | None = None
-    log_importance_weights: Callable[[Params, jax.Array, jax.Array, int], jax.Array] | None = None
-    make_update: Callable[[Any], Callable] | None = None
+    init: Callable[[jax.Array, Batch], Params]
+    loss: Loss
+    encode: Callable[[Params, Batch], Encoding]
+    decode: Callable[[Params, jax.Array, jax.Array | None], jax.Array]
+    sample: Callable[..., jax.Array] | None = None
+    log_importance_weights: Callable[[Params, Batch, jax.Array, int], jax.Array] | None = None
+    optimizer: OptimizerFactory | None = None
+    stages: tuple[Stage, ...] = ()
+    conditional: bool = False
+    num_codes: int | None = None
+    point_posterior: bool = False
 
-    def reconstruct(self, params: Params, x: jax.Array) -> jax.Array:
-        """Mean reconstruction of x through the code's mean: [B, H, W, C] in [0, 1]."""
-        return self.likelihood.mean(self.decode(params, self.encode(params, x).mean))
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.spec.image_shape
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of the flattened code."""
+        return math.prod(self.code_shape)
+
+    def reconstruct(self, params: Params, batch: Batch) -> jax.Array:
+        """Mean reconstruction through the code (the Gaussian's mean): [B, H, W, C] in [0, 1]."""
+        code = self.encode(params, batch).code
+        return self.likelihood.mean(self.decode(params, code, batch.y))
 
 
 class Backbone(NamedTuple):
-    """Pure functions over an encoder/decoder pair; params = {"encoder", "decoder"}."""
+    """Pure functions over an encoder/decoder pair; params = {"encoder", "decoder"}.
+    `cond` is an optional [B, C] float vector (a one-hot label) that both networks
+    concatenate to their inputs."""
 
-    init: Callable[[jax.Array, jax.Array], Params]
-    encoder: Callable[[Params, jax.Array], jax.Array]  # x -> features [B, encoder_out]
-    decoder: Callable[[Params, jax.Array], jax.Array]  # z -> logits [B, H, W, C]
+    init: Callable[[jax.Array, jax.Array, jax.Array | None], Params]
+    encoder: Callable[..., jax.Array]  # (params, x, cond=None) -> features [B, encoder_out]
+    decoder: Callable[..., jax.Array]  # (params, z, cond=None) -> logits [B, H, W, C]
 
 
-def make_backbone_fns(cfg, image_shape: tuple[int, ...], encoder_out: int) -> Backbone:
-    """The shared backbone of `cfg` (a ModelConfig) as pure functions."""
-    import jax.numpy as jnp
-
+def make_backbone_fns(
+    cfg, image_shape: tuple[int, ...], encoder_out: int, code_dim: int | None = None
+) -> Backbone:
+    """The shared backbone of `cfg` (a ModelConfig) as pure functions; the decoder takes
+    codes of `code_dim` (default cfg.latent_dim)."""
     from aevae_jax.nets import make_backbone
 
     enc, dec = make_backbone(
@@ -94,19 +163,25 @@ def make_backbone_fns(cfg, image_shape: tuple[int, ...], encoder_out: int) -> Ba
         cfg.conv_channels,
         cfg.init,
     )
+    code_dim = cfg.latent_dim if code_dim is None else code_dim
 
-    def init(key, x):
+    def init(key, x, cond=None):
         k_enc, k_dec = jax.random.split(key)
-        z = jnp.zeros((x.shape[0], cfg.latent_dim), x.dtype)
+        z = jnp.zeros((x.shape[0], code_dim), x.dtype)
         return {
-            "encoder": enc.init(k_enc, x)["params"],
-            "decoder": dec.init(k_dec, z)["params"],
+            "encoder": enc.init(k_enc, x, cond)["params"],
+            "decoder": dec.init(k_dec, z, cond)["params"],
         }
 
-    def encoder(params, x):
-        return enc.apply({"params": params["encoder"]}, x)
+    def encoder(params, x, cond=None):
+        return enc.apply({"params": params["encoder"]}, x, cond)
 
-    def decoder(params, z):
-        return dec.apply({"params": params["decoder"]}, z)
+    def decoder(params, z, cond=None):
+        return dec.apply({"params": params["decoder"]}, z, cond)
 
     return Backbone(init, encoder, decoder)
+
+
+def one_hot_labels(y: jax.Array | None, spec: DataSpec) -> jax.Array | None:
+    """Labels [B] -> one-hot float32 [B, num_classes] (None stays None)."""
+    return None if y is None else jax.nn.one_hot(y, spec.num_classes, dtype=jnp.float32)

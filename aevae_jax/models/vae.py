@@ -1,4 +1,5 @@
-"""The variational autoencoder (Kingma & Welling 2014).
+"""The variational autoencoder (Kingma & Welling 2014), and the parts every model
+with a diagonal-Gaussian posterior shares (beta-VAE, IWAE, conditional VAE).
 
 q(z|x) = N(mean(x), diag(exp(log_var(x)))), p(z) = N(0, I), p(x|z) from the
 likelihood (default Bernoulli on decoder logits). The loss is the negative ELBO,
@@ -6,11 +7,16 @@ likelihood (default Bernoulli on decoder logits). The loss is the negative ELBO,
 KL in closed form: per-example sums, batch mean.
 """
 
+from __future__ import annotations
+
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
-from aevae_jax.errors import UserError
+from aevae_jax.data import DataSpec
 from aevae_jax.likelihoods import (
+    Likelihood,
     batch_mean,
     diag_gaussian_log_prob,
     get_likelihood,
@@ -18,7 +24,7 @@ from aevae_jax.likelihoods import (
     std_normal_log_prob,
 )
 from aevae_jax.models import register
-from aevae_jax.models.base import Encoding, Model, make_backbone_fns
+from aevae_jax.models.base import Backbone, Encoding, Model, make_backbone_fns, one_hot_labels
 
 
 def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
@@ -27,50 +33,96 @@ def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.A
     return mean + jnp.exp(0.5 * log_var) * eps
 
 
-@register("vae")
-def make_vae(cfg, image_shape) -> Model:
-    likelihood = get_likelihood(cfg.likelihood or "bernoulli")
-    if likelihood.name == "mse":
-        raise UserError(
-            "the VAE needs a normalised likelihood; use --likelihood bernoulli or gaussian"
-        )
-    net = make_backbone_fns(cfg, image_shape, encoder_out=2 * cfg.latent_dim)
+@dataclasses.dataclass(frozen=True)
+class GaussianLatent:
+    """Encoder to (mean, log_var), decoder from z, prior N(0, I); with `conditional`,
+    both networks also see the one-hot label. Every method is pure."""
 
-    def encode(params, x):
-        mean, log_var = jnp.split(net.encoder(params, x), 2, axis=-1)
+    spec: DataSpec
+    latent_dim: int
+    likelihood: Likelihood
+    net: Backbone
+    conditional: bool = False
+
+    def cond(self, y):
+        return one_hot_labels(y, self.spec) if self.conditional else None
+
+    def init(self, key, batch):
+        y = batch.y if batch.y is not None else jnp.zeros(batch.x.shape[0], jnp.int32)
+        return self.net.init(key, batch.x, self.cond(y))
+
+    def encode(self, params, batch) -> Encoding:
+        h = self.net.encoder(params, batch.x, self.cond(batch.y))
+        mean, log_var = jnp.split(h, 2, axis=-1)
         return Encoding(mean, log_var)
+
+    def decode(self, params, z, y=None):
+        return self.net.decoder(params, z, self.cond(y))
+
+    def elbo_terms(self, params, batch, key):
+        """Per-example (-E_q log p(x|z) with one reparameterised sample, analytic KL): [B], [B]."""
+        q = self.encode(params, batch)
+        z = reparameterize(key, q.code, q.log_var)
+        recon = self.likelihood.nll(self.decode(params, z, batch.y), batch.x)
+        kl = jnp.sum(kl_to_std_normal(q.code, q.log_var), axis=-1)
+        return recon, kl
+
+    def log_importance_weights(self, params, batch, key, k):
+        """[k, B]: log p(x|z_k) + log N(z_k; 0, I) - log q(z_k|x), z_k ~ q(z|x)."""
+        q = self.encode(params, batch)
+        eps = jax.random.normal(key, (k, *q.code.shape), q.code.dtype)
+        z = q.code + jnp.exp(0.5 * q.log_var) * eps  # [k, B, L]
+        b = batch.x.shape[0]
+        y_k = None if batch.y is None else jnp.tile(batch.y, k)
+        logits = self.decode(params, z.reshape(k * b, self.latent_dim), y_k)
+        x_k = jnp.broadcast_to(batch.x, (k, *batch.x.shape)).reshape(k * b, *batch.x.shape[1:])
+        log_px_z = -self.likelihood.nll(logits, x_k).reshape(k, b)
+        return log_px_z + std_normal_log_prob(z) - diag_gaussian_log_prob(z, q.code, q.log_var)
+
+    def sample(self, params, key, n, y=None):
+        """Decoder means at z ~ N(0, I); a conditional model draws uniform labels when
+        `y` is None."""
+        k_z, k_y = jax.random.split(key)
+        if self.conditional and y is None:
+            y = jax.random.randint(k_y, (n,), 0, self.spec.num_classes)
+        z = jax.random.normal(k_z, (n, self.latent_dim))
+        return self.likelihood.mean(self.decode(params, z, y))
+
+    def model(self, name: str, loss) -> Model:
+        return Model(
+            name=name,
+            spec=self.spec,
+            code_shape=(self.latent_dim,),
+            likelihood=self.likelihood,
+            init=self.init,
+            loss=loss,
+            encode=self.encode,
+            decode=self.decode,
+            sample=self.sample,
+            log_importance_weights=self.log_importance_weights,
+            conditional=self.conditional,
+        )
+
+
+def gaussian_latent(cfg, spec: DataSpec, conditional: bool = False) -> GaussianLatent:
+    net = make_backbone_fns(cfg, spec.image_shape, encoder_out=2 * cfg.latent_dim)
+    return GaussianLatent(spec, cfg.latent_dim, get_likelihood(cfg.likelihood), net, conditional)
+
+
+def neg_elbo_loss(parts: GaussianLatent):
+    """The negative ELBO objective: batch mean of recon + analytic KL."""
 
     def loss(params, batch, key, step):
         del step
-        q = encode(params, batch.x)
-        z = reparameterize(key, q.mean, q.log_var)
-        recon = likelihood.nll(net.decoder(params, z), batch.x)
-        kl = jnp.sum(kl_to_std_normal(q.mean, q.log_var), axis=-1)
-        value = batch_mean(recon + kl)
-        return value, {"recon": batch_mean(recon), "kl": batch_mean(kl)}
+        recon, kl = parts.elbo_terms(params, batch, key)
+        return batch_mean(recon + kl), {"recon": batch_mean(recon), "kl": batch_mean(kl)}
 
-    def sample(params, key, n):
-        z = jax.random.normal(key, (n, cfg.latent_dim))
-        return likelihood.mean(net.decoder(params, z))
+    return loss
 
-    def log_importance_weights(params, x, key, k):
-        q = encode(params, x)
-        eps = jax.random.normal(key, (k, *q.mean.shape), q.mean.dtype)
-        z = q.mean + jnp.exp(0.5 * q.log_var) * eps  # [k, B, L]
-        logits = net.decoder(params, z.reshape(-1, cfg.latent_dim))
-        x_k = jnp.broadcast_to(x, (k, *x.shape)).reshape(-1, *x.shape[1:])
-        log_px_z = -likelihood.nll(logits, x_k).reshape(k, -1)
-        return log_px_z + std_normal_log_prob(z) - diag_gaussian_log_prob(z, q.mean, q.log_var)
 
-    return Model(
-        name="vae",
-        latent_dim=cfg.latent_dim,
-        image_shape=image_shape,
-        likelihood=likelihood,
-        init=net.init,
-        loss=loss,
-        encode=encode,
-        decode=net.decoder,
-        sample=sample,
-        log_importance_weights=log_importance_weights,
-    )
+@register("vae", needs_density=True)
+def make_vae(cfg, spec, opts) -> Model:
+    """Variational autoencoder: Gaussian q(z|x), N(0, I) prior, negative-ELBO loss."""
+    del opts
+    parts = gaussian_latent(cfg, spec)
+    return parts.model("vae", neg_elbo_loss(parts))

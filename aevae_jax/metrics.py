@@ -1,0 +1,158 @@
+"""Metric formulas: pure functions of codes, features, weights and labels.
+
+Each is tested against a hand computation or an exact answer (tests/test_metrics.py).
+Nothing here knows about models or data sets; evaluate.py feeds them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aevae_jax.likelihoods import kl_to_std_normal
+
+# ------------------------------------------------------------------ latent statistics
+
+
+def active_units(means: jax.Array, threshold: float = 0.01) -> jax.Array:
+    """Burda et al.: dimension u is active if Cov_x(E_q[z_u | x]) > threshold.
+    means: [N, L] posterior means over a split -> number of active dimensions."""
+    return jnp.sum(jnp.var(means, axis=0) > threshold)
+
+
+def kl_per_dimension(mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """KL(q(z_u|x) || N(0, 1)) averaged over examples, per latent dimension: [L]."""
+    return jnp.mean(kl_to_std_normal(mean, log_var), axis=0)
+
+
+def aggregate_posterior_moments(mean, log_var=None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [L] and covariance [L, L] of the aggregate posterior q(z) = E_x q(z|x) over a
+    split, in float64: for Gaussian q(z|x), Cov = Cov_x(mean) + E_x[diag(var)]; for point
+    codes (log_var None), the codes' own mean and covariance."""
+    m = np.asarray(mean, np.float64)
+    cov = np.cov(m, rowvar=False, bias=True).reshape(m.shape[1], m.shape[1])
+    if log_var is not None:
+        cov = cov + np.diag(np.exp(np.asarray(log_var, np.float64)).mean(0))
+    return m.mean(0), cov
+
+
+def gaussian_frechet_distance(mu_a, cov_a, mu_b, cov_b) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2}) between two Gaussians.
+
+    Tr (S_a S_b)^{1/2} = sum of sqrt(eigenvalues of S_a^{1/2} S_b S_a^{1/2}), a symmetric
+    PSD matrix, so no non-symmetric matrix square root is needed."""
+    mu_a, mu_b = np.asarray(mu_a, np.float64), np.asarray(mu_b, np.float64)
+    cov_a, cov_b = np.asarray(cov_a, np.float64), np.asarray(cov_b, np.float64)
+    w, v = np.linalg.eigh(cov_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    tr_sqrt = np.sum(np.sqrt(np.clip(middle, 0, None)))
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
+
+
+def prior_frechet_distance(mean, log_var=None) -> float:
+    """How far the aggregate posterior is from the prior N(0, I): the Frechet distance
+    between its Gaussian moments and N(0, I), exactly (no prior draws needed)."""
+    mu, cov = aggregate_posterior_moments(mean, log_var)
+    return gaussian_frechet_distance(mu, cov, np.zeros_like(mu), np.eye(len(mu)))
+
+
+# ------------------------------------------------------------------ sample quality
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets [N, D], in float64."""
+    a = np.asarray(features_a, np.float64)
+    b = np.asarray(features_b, np.float64)
+    return gaussian_frechet_distance(
+        a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+    )
+
+
+# ------------------------------------------------------------------ discrete codes
+
+
+def codebook_usage(indices, num_codes: int) -> dict[str, float]:
+    """Perplexity exp(-sum_k p_k log p_k) of the average code use (1 = one code used,
+    num_codes = all used equally) and the number of codes never used, over int indices
+    of any shape."""
+    counts = np.bincount(np.asarray(indices).ravel(), minlength=num_codes).astype(np.float64)
+    p = counts / counts.sum()
+    nz = p[p > 0]
+    return {
+        "perplexity": float(np.exp(-np.sum(nz * np.log(nz)))),
+        "dead_codes": int(np.sum(counts == 0)),
+        "num_codes": int(num_codes),
+    }
+
+
+# ------------------------------------------------------------------ reconstruction
+
+
+def psnr(squared_error_sum: jax.Array, pixels: int) -> jax.Array:
+    """PSNR in dB with peak 1 from per-example sums of squared errors over `pixels`."""
+    return 10.0 * jnp.log10(pixels / jnp.maximum(squared_error_sum, 1e-12))
+
+
+# ------------------------------------------------------------------ linear probe
+
+
+def linear_probe_accuracy(
+    train_codes, train_labels, test_codes, test_labels, num_classes: int, steps: int = 500
+) -> float:
+    """Test accuracy of multinomial logistic regression on standardised codes, fitted
+    full-batch with Adam (lr 0.05, weight decay 1e-4) for `steps` steps."""
+    import optax
+
+    mu, sd = jnp.mean(train_codes, 0), jnp.std(train_codes, 0) + 1e-6
+    a, b = (train_codes - mu) / sd, (test_codes - mu) / sd
+    params = {"w": jnp.zeros((a.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
+    tx = optax.adamw(0.05, weight_decay=1e-4)
+
+    def loss(p):
+        logits = a @ p["w"] + p["b"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, train_labels).mean()
+
+    def step(carry, _):
+        p, s = carry
+        g = jax.grad(loss)(p)
+        u, s = tx.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=steps))(
+        (params, tx.init(params))
+    )
+    pred = jnp.argmax(b @ params["w"] + params["b"], axis=1)
+    return float(jnp.mean(pred == test_labels))
+
+
+# ------------------------------------------------------------------ uncertainty of a number
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy p measured on n independent trials."""
+    return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
+
+
+def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean of a - b over paired per-example values, with a 95% percentile bootstrap
+    interval (resampling examples, so both models see the same resampled images)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
+    means = d[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi)}
+
+
+def bootstrap_se(
+    statistic: Callable[[np.ndarray], float], n: int, n_boot: int = 100, seed: int = 0
+) -> float:
+    """Bootstrap standard error of statistic(resampled indices) over n examples."""
+    rng = np.random.default_rng(seed)
+    values = [statistic(rng.integers(0, n, size=n)) for _ in range(n_boot)]
+    return float(np.std(values, ddof=1))

@@ -1,0 +1,77 @@
+"""Optax optimisers: the run's optimiser from its config, and parameter groups.
+
+A model that owns its optimisation (an adversarial AE's discriminator with its own
+learning rate, a VQ-VAE's EMA codebook, a second training stage that trains only a
+prior) returns one `optax.GradientTransformation` built with `param_groups`: each
+top-level entry of the parameter dict belongs to a named group, and each group has its
+own transformation. The trainer then runs one gradient step of one scalar loss; which
+parameter moves by which rule is the optimiser's business, not the trainer's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import optax
+
+from aevae_jax.config import OptimConfig
+from aevae_jax.errors import require
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """Adam / AdamW / SGD(momentum 0.9) with a learning-rate schedule and optional
+    global-norm gradient clipping. Schedules decay over `total_steps`."""
+    decay_steps = max(total_steps, 1)
+    require(
+        cfg.warmup_steps < decay_steps or cfg.schedule != "warmup_cosine",
+        f"warmup_steps {cfg.warmup_steps} must be fewer than the run's {decay_steps} steps",
+    )
+    schedules: dict[str, Callable[[], optax.Schedule]] = {
+        "constant": lambda: optax.constant_schedule(cfg.lr),
+        "cosine": lambda: optax.cosine_decay_schedule(cfg.lr, decay_steps),
+        "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(
+            0.0, cfg.lr, cfg.warmup_steps, decay_steps
+        ),
+    }
+    lr = schedules[cfg.schedule]()
+    optimizers: dict[str, Callable[[], optax.GradientTransformation]] = {
+        "adam": lambda: optax.adam(lr),
+        "adamw": lambda: optax.adamw(lr, weight_decay=cfg.weight_decay),
+        "sgd": lambda: optax.sgd(lr, momentum=0.9),
+    }
+    tx = optimizers[cfg.optimizer]()
+    if cfg.grad_clip is not None:
+        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+    return tx
+
+
+def frozen() -> optax.GradientTransformation:
+    """Leaves its parameters exactly unchanged (no weight decay, no momentum)."""
+    return optax.set_to_zero()
+
+
+def param_groups(
+    transforms: Mapping[str, optax.GradientTransformation], group_of: Mapping[str, str]
+) -> optax.GradientTransformation:
+    """One transformation over a parameter dict whose top-level entries fall into
+    groups: `group_of` maps each top-level key to a group name of `transforms`.
+
+    Every top-level key must be assigned, so a parameter added to a model later can
+    never be trained by accident with a default rule."""
+    unknown = sorted(set(group_of.values()) - set(transforms))
+    if unknown:
+        raise ValueError(f"param_groups: groups {unknown} have no transformation")
+
+    def labels(params):
+        missing = sorted(set(params) - set(group_of))
+        if missing:
+            raise ValueError(f"param_groups: parameters {missing} belong to no group")
+        return {k: _label_tree(v, group_of[k]) for k, v in params.items()}
+
+    return optax.multi_transform(dict(transforms), labels)
+
+
+def _label_tree(tree, label: str):
+    import jax
+
+    return jax.tree.map(lambda _: label, tree)

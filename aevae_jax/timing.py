@@ -1,0 +1,68 @@
+"""Step times of several models measured against each other, interleaved in one process.
+
+Wall clocks of separate training runs are not comparable on a shared machine (load
+changes between runs); here every model's compiled training scan runs in turn, round
+after round, so each round's models see the same machine. Reported per model: the
+median ms per step over rounds, and per round, so callers can form paired ratios.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from aevae_jax.config import RunConfig
+from aevae_jax.models import Model
+from aevae_jax.train import TrainState, init_state, make_streams, make_train_epoch, plan_stages
+
+
+def interleaved_step_times(
+    runs: dict[str, tuple[Model, RunConfig]],
+    x_train,
+    y_train=None,
+    rounds: int = 15,
+    steps: int = 20,
+) -> dict[str, dict]:
+    """{name: {"step_ms": median over rounds, "rounds_ms": [per-round ms per step]}}.
+
+    Each model's main-stage epoch function (gather, binarize, update inside one
+    `lax.scan`) runs `steps` steps per round on the first steps * batch_size training
+    images, after a compile-and-warm-up call; the order of models rotates each round.
+    """
+    prepared = {}
+    for name, (model, cfg) in runs.items():
+        n = steps * cfg.batch_size
+        x, y = jnp.asarray(x_train[:n]), None if y_train is None else jnp.asarray(y_train[:n])
+        plan = plan_stages(model, cfg, steps)[0]
+        keys = make_streams(cfg.seed)
+        params, opt_states = init_state(model, [plan], keys["init"], x, y)
+        epoch = make_train_epoch(plan.loss, plan.tx, cfg.data.binarize, cfg.batch_size, n)
+        state = TrainState(params, opt_states[plan.name], jnp.zeros((), jnp.int32))
+        state, _ = epoch(state, keys, x, y, 0)  # compile and warm up
+        jax.block_until_ready(state)
+        prepared[name] = [epoch, state, keys, x, y]
+
+    names = list(prepared)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            epoch, state, keys, x, y = prepared[name]
+            t0 = time.perf_counter()
+            state, metrics = epoch(state, keys, x, y, r + 1)
+            jax.block_until_ready((state, metrics))
+            times[name].append(1000 * (time.perf_counter() - t0) / steps)
+            prepared[name][1] = state
+    return {
+        name: {"step_ms": statistics.median(values), "rounds_ms": values}
+        for name, values in times.items()
+    }
+
+
+def paired_ratio(a_rounds: list[float], b_rounds: list[float]) -> dict[str, float]:
+    """Per-round ratios b / a: median and interquartile range."""
+    ratios = sorted(b / a for a, b in zip(a_rounds, b_rounds, strict=True))
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return {"median": statistics.median(ratios), "q1": q[0], "q3": q[2]}

@@ -113,21 +113,21 @@ def linear_probe_accuracy(
     params = {"w": jnp.zeros((a.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
     tx = optax.adamw(0.05, weight_decay=1e-4)
 
-    def loss(p):
-        logits = a @ p["w"] + p["b"]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, train_labels).mean()
+    def fit(params, a, labels):  # the codes are arguments, never constants of the program
+        def loss(p):
+            logits = a @ p["w"] + p["b"]
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    def step(carry, _):
-        p, s = carry
-        g = jax.grad(loss)(p)
-        u, s = tx.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
+        def step(carry, _):
+            p, s = carry
+            u, s = tx.update(jax.grad(loss)(p), s, p)
+            return (optax.apply_updates(p, u), s), None
 
-    (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=steps))(
-        (params, tx.init(params))
-    )
+        return jax.lax.scan(step, (params, tx.init(params)), None, length=steps)[0][0]
+
+    params = jax.jit(fit)(params, a, jnp.asarray(train_labels))
     pred = jnp.argmax(b @ params["w"] + params["b"], axis=1)
-    return float(jnp.mean(pred == test_labels))
+    return float(jnp.mean(pred == jnp.asarray(test_labels)))
 
 
 # ------------------------------------------------------------------ uncertainty of a number

@@ -11,7 +11,9 @@ from scipy import linalg, stats
 
 from aevae_jax import evaluate as E
 from aevae_jax import likelihoods as L
+from aevae_jax import metrics as M
 from aevae_jax.config import ModelConfig
+from aevae_jax.data import DataSpec
 from aevae_jax.likelihoods import get_likelihood
 from aevae_jax.models import Batch, Encoding, Model, make_model
 from aevae_jax.samplers import expost_gaussian, standard_normal
@@ -75,17 +77,19 @@ def test_iwae_does_not_depend_on_the_chunk_size():
 
 
 def test_iwae_with_one_sample_is_the_single_sample_elbo_of_the_same_key():
-    model = make_model(ModelConfig(name="vae", hidden=(16,), latent_dim=3), (4, 4, 1))
+    model = make_model(
+        ModelConfig(name="vae", hidden=(16,), latent_dim=3), DataSpec("t", (4, 4, 1))
+    )
     x = (jax.random.uniform(jax.random.key(0), (6, 4, 4, 1)) > 0.5).astype(jnp.float32)
-    params = model.init(jax.random.key(1), x)
+    params = model.init(jax.random.key(1), Batch(x))
     key = jax.random.key(9)
-    est = E.iwae_log_likelihood(model.log_importance_weights, params, x, key, 1)
+    est = E.iwae_log_likelihood(model.log_importance_weights, params, Batch(x), key, 1)
     # The same z the VAE's training loss draws from the key of the first (only) chunk:
     k0 = jax.random.fold_in(key, 0)
-    q = model.encode(params, x)
-    z = q.mean + jnp.exp(0.5 * q.log_var) * jax.random.normal(k0, q.mean.shape)
-    log_px_z = -model.likelihood.nll(model.decode(params, z), x)
-    elbo_mc = log_px_z + L.std_normal_log_prob(z) - L.diag_gaussian_log_prob(z, q.mean, q.log_var)
+    q = model.encode(params, Batch(x))
+    z = q.code + jnp.exp(0.5 * q.log_var) * jax.random.normal(k0, q.code.shape)
+    log_px_z = -model.likelihood.nll(model.decode(params, z, None), x)
+    elbo_mc = log_px_z + L.std_normal_log_prob(z) - L.diag_gaussian_log_prob(z, q.code, q.log_var)
     np.testing.assert_allclose(np.asarray(est), np.asarray(elbo_mc), rtol=1e-5)
     _, metrics = model.loss(params, Batch(x), k0, 0)
     assert float(metrics["recon"]) == pytest.approx(-float(jnp.mean(log_px_z)), rel=1e-5)
@@ -106,14 +110,14 @@ def test_active_units_counts_dimensions_whose_mean_varies():
         axis=1,
     )
     # variances: 1.0, 0.04, 0.0025, 0 -> two above the 0.01 threshold
-    assert int(E.active_units(jnp.asarray(means))) == 2
+    assert int(M.active_units(jnp.asarray(means))) == 2
 
 
 def test_kl_per_dimension_by_hand():
     mean = jnp.array([[1.0, 0.0], [-1.0, 0.0]])
     log_var = jnp.array([[0.0, math.log(4.0)], [0.0, math.log(4.0)]])
     want = [0.5 * 1.0, 0.5 * (4 - 1 - math.log(4))]  # 0.5 m^2 ; 0.5 (s2 - 1 - ln s2)
-    np.testing.assert_allclose(E.kl_per_dimension(mean, log_var), want, rtol=1e-6)
+    np.testing.assert_allclose(M.kl_per_dimension(mean, log_var), want, rtol=1e-6)
 
 
 # ------------------------------------------------------------ reconstruction, PSNR
@@ -123,22 +127,23 @@ def constant_model(logit: float, shape=(2, 2, 1)) -> Model:
     """A 'model' whose decoder always outputs one logit: exact errors by hand."""
     return Model(
         name="const",
-        latent_dim=1,
-        image_shape=shape,
+        spec=DataSpec("const", shape),
+        code_shape=(1,),
         likelihood=get_likelihood("bernoulli"),
-        init=lambda key, x: {},
+        init=lambda key, batch: {},
         loss=lambda p, b, k, s: (0.0, {}),
-        encode=lambda p, x: Encoding(jnp.zeros((x.shape[0], 1))),
-        decode=lambda p, z: jnp.full((z.shape[0], *shape), logit),
+        encode=lambda p, b: Encoding(jnp.zeros((b.x.shape[0], 1))),
+        decode=lambda p, z, y=None: jnp.full((z.shape[0], *shape), logit),
     )
 
 
 def test_reconstruction_errors_and_psnr_by_hand():
     model = constant_model(0.0)  # x_hat = 0.5 everywhere
     x = jnp.array([[[[1.0], [0.0]], [[1.0], [1.0]]]])  # 4 pixels
-    out = E.reconstruction_errors(model, {}, x)
+    out = E.reconstruction_errors(model, {}, Batch(x))
     assert float(out["mse"][0]) == pytest.approx(4 * 0.25)  # sum of (x - 0.5)^2
     assert float(out["bce"][0]) == pytest.approx(4 * math.log(2), rel=1e-6)
+    assert float(out["recon_nll"][0]) == pytest.approx(4 * math.log(2), rel=1e-6)
     # PSNR = 10 log10(peak^2 / per-pixel MSE) = 10 log10(1 / 0.25)
     assert float(out["psnr"][0]) == pytest.approx(10 * math.log10(4.0), rel=1e-6)
 
@@ -154,9 +159,9 @@ def test_frechet_distance_against_scipy_sqrtm_and_zero_for_identical_sets():
     s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     covmean = linalg.sqrtm(s_a @ s_b).real
     want = np.sum((mu_a - mu_b) ** 2) + np.trace(s_a + s_b - 2 * covmean)
-    assert E.frechet_distance(a, b) == pytest.approx(want, rel=1e-6)
-    assert E.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
-    assert E.frechet_distance(a, b) > 1.0
+    assert M.frechet_distance(a, b) == pytest.approx(want, rel=1e-6)
+    assert M.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    assert M.frechet_distance(a, b) > 1.0
 
 
 # ------------------------------------------------------------ linear probe, samplers
@@ -167,7 +172,7 @@ def test_linear_probe_separates_separable_codes_and_not_noise():
     labels = rng.integers(0, 3, 3000)
     centres = np.array([[4.0, 0.0], [0.0, 4.0], [-4.0, -4.0]])
     codes = centres[labels] + rng.normal(size=(3000, 2)) * 0.5
-    acc = E.linear_probe_accuracy(
+    acc = M.linear_probe_accuracy(
         jnp.asarray(codes[:2000]),
         jnp.asarray(labels[:2000]),
         jnp.asarray(codes[2000:]),
@@ -176,7 +181,7 @@ def test_linear_probe_separates_separable_codes_and_not_noise():
     )
     assert acc == 1.0
     noise = rng.normal(size=(3000, 2))
-    chance = E.linear_probe_accuracy(
+    chance = M.linear_probe_accuracy(
         jnp.asarray(noise[:2000]),
         jnp.asarray(labels[:2000]),
         jnp.asarray(noise[2000:]),

@@ -17,9 +17,11 @@ import pytest
 from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from aevae_jax.errors import UserError
-from aevae_jax.evaluate import make_loss_per_example, map_examples
+from aevae_jax.evaluate import make_epoch_test, map_examples
 from aevae_jax.models import make_model
-from aevae_jax.train import fit, make_optimizer, make_streams
+from aevae_jax.optim import make_optimizer
+from aevae_jax.runs import load_run
+from aevae_jax.train import fit, init_state, make_streams, plan_stages
 
 
 def small_cfg(out, name="vae", **kw):
@@ -41,18 +43,21 @@ def params_equal(a, b) -> bool:
 @pytest.mark.parametrize("name", ["ae", "vae"])
 def test_real_train_steps_lower_the_test_loss(fashion_mnist, tmp_path, name):
     cfg = small_cfg(tmp_path / name, name=name, epochs=3)
-    model = make_model(cfg.model, fashion_mnist.image_shape)
+    model = make_model(cfg.model, fashion_mnist.spec)
     keys = make_streams(cfg.seed)
     x_test = jnp.asarray(fashion_mnist.x_test[:1000])
-    init = model.init(keys["init"], x_test[:1].astype(jnp.float32))
-    losses = make_loss_per_example(model, cfg.data.binarize)
-    before = float(jnp.mean(losses(init, x_test, None, keys["eval"], 0)[0]))
+    init, _ = init_state(model, [], keys["init"], x_test, None)
+    test = make_epoch_test(model, model.loss, cfg.data.binarize)
+    before = test(init, x_test, None, keys["eval"], 0)
     result = fit(cfg, dataset=fashion_mnist, progress=False)
-    after = float(jnp.mean(losses(result.params, x_test, None, keys["eval"], 0)[0]))
-    assert after < 0.7 * before
+    after = test(result.params, x_test, None, keys["eval"], 0)
+    assert after["test_objective"] < 0.7 * before["test_objective"]
+    select = "test_neg_elbo" if name == "vae" else "test_recon_nll"
+    assert after[select] < 0.7 * before[select]
     rows = result.history
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["step"] == 3 * 16
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["train_objective"] < rows[0]["train_objective"]
+    assert all(r["selection"] == select and r["stage"] == "main" for r in rows)
     with open(tmp_path / name / "metrics.jsonl") as f:
         assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
 
@@ -63,33 +68,39 @@ def test_same_seed_gives_identical_bits_and_another_seed_does_not(fashion_mnist,
     c = fit(small_cfg(tmp_path / "c", seed=1), dataset=fashion_mnist, progress=False)
     assert params_equal(a.params, b.params)
     assert not params_equal(a.params, c.params)
-    assert a.history[-1]["test_loss"] == b.history[-1]["test_loss"]
+    assert a.history[-1]["test_neg_elbo"] == b.history[-1]["test_neg_elbo"]
 
 
 def test_checkpoints_round_trip_latest_and_best(fashion_mnist, tmp_path):
     cfg = small_cfg(tmp_path / "run", epochs=3)
     result = fit(cfg, dataset=fashion_mnist, progress=False)
-    ckpt = RunCheckpoints(cfg.out)
-    assert ckpt.latest_epoch() == 3
-    template = {"params": result.params}
-    restored = ckpt.restore({"params": result.params, **_extra(result)}, "latest")
-    assert params_equal(restored["params"], template["params"])
-    assert int(restored["step"]) == 3 * 16 and int(restored["epoch"]) == 3
-    best = ckpt.restore({"params": result.params, **_extra(result)}, "best")
-    best_epoch = int(best["epoch"])
-    losses = [r["test_loss"] for r in result.history]
-    assert best_epoch == 1 + int(np.argmin(losses))
-    ckpt.close()
+    latest = load_run(cfg.out, "latest", dataset=fashion_mnist)
+    assert params_equal(latest.params, result.params) and latest.epoch == 3
+    best = load_run(cfg.out, "best", dataset=fashion_mnist)
+    scores = [r["test_neg_elbo"] for r in result.history]
+    assert best.epoch == 1 + int(np.argmin(scores)) and best.which == "best"
 
 
-def _extra(result):
-    cfg_opt = make_optimizer(OptimConfig(), 1)
-    return {
-        "opt_state": cfg_opt.init(result.params),
-        "step": jnp.zeros((), jnp.int32),
-        "epoch": np.asarray(0, np.int64),
-        "root_key": np.asarray(jax.random.key_data(jax.random.key(0))),
-    }
+def test_best_checkpoint_is_ranked_by_the_elbo_not_the_warm_up_objective(fashion_mnist, tmp_path):
+    # Under a KL warm-up the objective depends on the step (beta rises), so it cannot rank
+    # epochs; the ELBO (beta = 1, K = 1) does not depend on the step and ranks them.
+    model = ModelConfig(
+        name="beta_vae",
+        hidden=(64,),
+        latent_dim=8,
+        options={"beta": 1.0, "kl_schedule": "linear", "kl_warmup_steps": 1000},
+    )
+    cfg = small_cfg(tmp_path / "warm", model=model, epochs=3)
+    result = fit(cfg, dataset=fashion_mnist, progress=False)
+    test = make_epoch_test(result.model, result.model.loss, "dynamic")
+    x, key = jnp.asarray(fashion_mnist.x_test[:300]), jax.random.key(0)
+    early, late = test(result.params, x, None, key, 0), test(result.params, x, None, key, 1000)
+    assert early["test_objective"] < late["test_objective"] - 1.0  # same params, other step
+    assert early["test_neg_elbo"] == late["test_neg_elbo"]
+    rows = result.history
+    assert all(r["selection"] == "test_neg_elbo" for r in rows)
+    best = load_run(cfg.out, "best", dataset=fashion_mnist)
+    assert best.epoch == 1 + int(np.argmin([r["test_neg_elbo"] for r in rows]))
 
 
 def test_existing_run_is_not_overwritten_and_resume_checks_options(fashion_mnist, tmp_path):
@@ -102,6 +113,17 @@ def test_existing_run_is_not_overwritten_and_resume_checks_options(fashion_mnist
         fit(changed, resume=True, dataset=fashion_mnist, progress=False)
     with pytest.raises(UserError, match="no run to resume"):
         fit(small_cfg(tmp_path / "empty"), resume=True, dataset=fashion_mnist, progress=False)
+    with pytest.raises(UserError, match="options differ"):
+        fit(
+            small_cfg(
+                tmp_path / "run",
+                epochs=1,
+                model=ModelConfig(name="vae", hidden=(64,), latent_dim=8, likelihood="gaussian"),
+            ),
+            resume=True,
+            dataset=fashion_mnist,
+            progress=False,
+        )
     # Extending the budget continues from the checkpoint: epochs 1 (saved) + 2 (new).
     more = fit(
         small_cfg(tmp_path / "run", epochs=2), resume=True, dataset=fashion_mnist, progress=False
@@ -140,12 +162,14 @@ def test_map_examples_is_independent_of_chunk_size():
 # ----------------------------------------------------------------- kill and resume
 
 
-def _train_cmd(npz, out, epochs):
+def _train_cmd(npz, out, epochs, model="vae", extra=()):
     return [
         sys.executable,
         "-m",
         "aevae_jax",
         "train",
+        "--model",
+        model,
         "--dataset",
         npz,
         "--hidden",
@@ -159,17 +183,20 @@ def _train_cmd(npz, out, epochs):
         "--out",
         str(out),
         "--quiet",
+        *extra,
     ]
 
 
-def _final_params(out, epoch, image_shape):
-    cfg = RunConfig.from_dict(json.load(open(os.path.join(out, "config.json"))))
-    model = make_model(cfg.model, image_shape)
-    params = model.init(jax.random.key(0), jnp.zeros((1, *image_shape)))
-    tx = make_optimizer(cfg.optim, 1)
+def _final_state(out, epoch):
+    """Parameters and every stage's optimiser state of checkpoint `epoch` in run `out`."""
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    run = load_run(out, "latest", need_data=False)
+    plans = plan_stages(run.model, run.cfg, cfg["steps_per_epoch"])
+    x = jnp.zeros((1, *run.spec.image_shape))
+    params, opt_states = init_state(run.model, plans, jax.random.key(0), x, jnp.zeros(1, jnp.int32))
     tree = {
         "params": params,
-        "opt_state": tx.init(params),
+        "opt_state": opt_states,
         "step": jnp.zeros((), jnp.int32),
         "epoch": np.asarray(0, np.int64),
         "root_key": np.asarray(jax.random.key_data(jax.random.key(0))),
@@ -180,50 +207,74 @@ def _final_params(out, epoch, image_shape):
     return restored
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_parameters(small_npz, tmp_path):
-    epochs = 12
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    killed_out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _train_cmd(small_npz, killed_out, epochs),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.time() + 120
-    while not (killed_out / "checkpoints" / "2").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline
+def _kill_when(cmd, env, ready, what):
+    """Start `cmd`, SIGKILL it as soon as ready() holds; fail if it ends first."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while not ready():
+        assert proc.poll() is None, f"ended before {what}: " + proc.stderr.read().decode()
+        assert time.time() < deadline, f"no {what} within 180 s"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    ckpt = RunCheckpoints(str(killed_out))
-    killed_at = ckpt.latest_epoch()
-    ckpt.close()
-    assert killed_at is not None and killed_at < epochs, "the run finished before the kill"
 
-    resumed = subprocess.run(
-        [*_train_cmd(small_npz, killed_out, epochs), "--resume"],
+
+KILL_CASES = {
+    # name: (model, extra flags, main epochs, checkpoints to kill after, total epochs)
+    "vae": ("vae", (), 12, (2,), 12),
+    # Two optimisers (autoencoder and discriminator) in one step.
+    "aae": ("aae", ("--disc-hidden", "32"), 6, (2,), 6),
+    # Two stages: killed once in the autoencoder stage and once in the prior stage.
+    "vqvae": (
+        "vqvae",
+        ("--num-codes", "16", "--code-dim", "4", "--prior-epochs", "4", "--prior-hidden", "64"),
+        4,
+        (2, 5),
+        8,
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(KILL_CASES))
+def test_killed_run_resumes_to_the_uninterrupted_parameters(small_npz, tmp_path, case):
+    model, extra, epochs, kill_after, total = KILL_CASES[case]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    killed_out = tmp_path / "killed"
+    cmd = _train_cmd(small_npz, killed_out, epochs, model, extra)
+    for i, epoch in enumerate(kill_after):
+        _kill_when(
+            cmd + (["--resume"] if i else []),
+            env,
+            lambda e=epoch: (killed_out / "checkpoints" / str(e)).exists(),
+            f"checkpoint {epoch}",
+        )
+        ckpt = RunCheckpoints(str(killed_out))
+        killed_at = ckpt.latest_epoch()
+        ckpt.close()
+        assert killed_at is not None and killed_at < total, "the run finished before the kill"
+
+    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    straight_out = tmp_path / "straight"
+    straight = subprocess.run(
+        _train_cmd(small_npz, straight_out, epochs, model, extra),
         env=env,
         capture_output=True,
         text=True,
     )
-    assert resumed.returncode == 0, resumed.stderr
-    straight_out = tmp_path / "straight"
-    straight = subprocess.run(
-        _train_cmd(small_npz, straight_out, epochs), env=env, capture_output=True, text=True
-    )
     assert straight.returncode == 0, straight.stderr
 
-    a = _final_params(str(killed_out), epochs, (28, 28, 1))
-    b = _final_params(str(straight_out), epochs, (28, 28, 1))
+    a = _final_state(str(killed_out), total)
+    b = _final_state(str(straight_out), total)
     assert params_equal(a["params"], b["params"])
     assert params_equal(a["opt_state"], b["opt_state"])
-    assert int(a["step"]) == int(b["step"]) == epochs * (2048 // 16)
+    assert int(a["step"]) == int(b["step"]) == total * (2048 // 16)
     rows = [json.loads(line) for line in open(killed_out / "metrics.jsonl")]
-    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    assert [r["epoch"] for r in rows] == list(range(1, total + 1))
+    stages = [r["stage"] for r in rows]
+    assert stages == ["main"] * epochs + ["prior"] * (total - epochs)
 
 
 def test_resume_refuses_fewer_epochs_and_schedule_changes(fashion_mnist, tmp_path):

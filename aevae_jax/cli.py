@@ -211,9 +211,9 @@ def run_config_from_args(args: argparse.Namespace, model: str, options: dict) ->
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from aevae_jax.train import fit, prepare_config
+    from aevae_jax.train import fit
 
-    cfg = prepare_config(run_config_from_args(args, args.model, model_options_from_args(args)))
+    cfg = run_config_from_args(args, args.model, model_options_from_args(args))
     result = fit(cfg, resume=args.resume, progress=not args.quiet)
     if not result.history:
         print(f"nothing to train: {cfg.out} is complete and its metrics.jsonl is missing")
@@ -236,13 +236,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     pair = parse_models(args.pair)
     require(len(pair) == 2, f"--pair takes two model names, e.g. ae,vae; got {args.pair!r}")
     cfg = run_config_from_args(args, models[0], {})
-    command = "aevae compare " + " ".join(sys.argv[2:]) if args.argv is None else args.argv
+    command = "aevae " + " ".join(sys.argv[1:]) if args.argv is None else args.argv
     metrics = run_compare(
         cfg,
         models=models,
         options=model_options_from_args(args),
         pair=pair,
         iwae_k=args.iwae_k,
+        timing_rounds=args.timing_rounds,
         resume=args.resume,
         quiet=args.quiet,
         command=command.strip(),
@@ -475,6 +476,12 @@ def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
         default=1000,
         help="importance samples for the log-likelihood (5000 for the paper "
         "protocol; default: %(default)s)",
+    )
+    p.add_argument(
+        "--timing-rounds",
+        type=int,
+        default=15,
+        help="rounds of the interleaved step-time benchmark (default: %(default)s)",
     )
     p.add_argument(
         "--resume",

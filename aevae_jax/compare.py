@@ -96,12 +96,14 @@ def run_compare(
     options: dict | None = None,
     pair: tuple[str, str] = DEFAULT_MODELS,
     iwae_k: int = 1000,
+    timing_rounds: int = 15,
     resume: bool = False,
     quiet: bool = False,
     command: str = "aevae compare",
 ) -> dict:
     """Train, evaluate and report; returns the metrics dict written to metrics.json."""
     require(iwae_k > 0, f"--iwae-k must be a positive integer, got {iwae_k}")
+    require(timing_rounds >= 2, f"--timing-rounds must be at least 2, got {timing_rounds}")
     ensure_writable_dir(cfg.out)
     configs = run_configs(cfg, models, options)
     taken = [c.out for c in configs.values() if os.path.exists(os.path.join(c.out, CONFIG_FILE))]
@@ -149,7 +151,11 @@ def run_compare(
     _log("step times, interleaved in one process", quiet)
     dataset = next(iter(fits.values())).dataset
     times = interleaved_step_times(
-        {n: (f.model, configs[n]) for n, f in fits.items()}, dataset.x_train, dataset.y_train
+        {n: (f.model, configs[n]) for n, f in fits.items()},
+        dataset.x_train,
+        dataset.y_train,
+        rounds=timing_rounds,
+        progress=not quiet,
     )
     for name, t in times.items():
         results[name]["step_ms"] = t["step_ms"]

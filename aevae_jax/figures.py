@@ -36,21 +36,34 @@ def _as_display(img: np.ndarray) -> np.ndarray:
 
 
 def image_rows(path: str, rows: list[np.ndarray], labels: list[str], title: str) -> None:
-    """One labelled row of images per entry of `rows` ([n, H, W, C] in [0, 1])."""
+    """One labelled row of images per entry of `rows` ([n, H, W, C] in [0, 1]), drawn as
+    one mosaic (a single image, so large grids stay fast to draw)."""
     n = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0 + 0.4), squeeze=False)
-    for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
-        for j in range(n):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(False)
-            if j < len(row):
-                ax.imshow(_as_display(row[j]), cmap="gray", vmin=0, vmax=1)
-        axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    h, w = rows[0].shape[1:3]
+    gap = max(1, h // 14)
+    colour = rows[0].shape[-1] in (3, 4)
+    cell = lambda img: np.asarray(img, np.float32)[..., :3] if colour else _as_display(img)
+    blank = np.ones((h, w, 3) if colour else (h, w), np.float32)
+    mosaic_rows = []
+    for row in rows:
+        cells = [cell(row[j]) if j < len(row) else blank for j in range(n)]
+        padded = [
+            np.pad(c, ((gap, gap), (gap, gap)) + (((0, 0),) if colour else ()), constant_values=1.0)
+            for c in cells
+        ]
+        mosaic_rows.append(np.concatenate(padded, axis=1))
+    mosaic = np.concatenate(mosaic_rows, axis=0)
+    width = 1.8 + n * 0.75
+    fig = plt.figure(figsize=(width, 0.5 + len(rows) * 0.75))
+    ax = fig.add_axes((1.6 / width, 0.02, 1 - 1.7 / width, 0.96 - 0.45 / (0.5 + len(rows) * 0.75)))
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([(h + 2 * gap) * (i + 0.5) for i in range(len(rows))])
+    ax.set_yticklabels(labels, fontsize=9)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -201,7 +214,8 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
             codes = encode_split(r.model, r.params, x_train, y_train)
             if codes.indices is None:
                 sampler = expost_gaussian(codes.features)
-                rows.append(np.asarray(decode_samples(r.model, r.params, sampler, k, n)))
+                k_ex = jax.random.fold_in(k, 1)
+                rows.append(np.asarray(decode_samples(r.model, r.params, sampler, k_ex, n)))
                 labels.append(f"{name}: ex-post")
     image_rows(
         os.path.join(out, "samples.png"),

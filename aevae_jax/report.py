@@ -267,13 +267,14 @@ def article_rows(m: dict) -> list[dict]:
             f"{A} {_f(100 * ra['probe_accuracy'], 1)}%, {B} "
             f"{_f(100 * rb['probe_accuracy'], 1)}%"
         )
-    say = lambda w, what: (
-        f"the {w.upper()} {what}" if w else f"no measurable difference in {what.split(' ', 1)[0]}"
-    )
-    parts = [say(denoise, "denoises better")]
+    parts = [
+        f"the {denoise.upper()} denoises better"
+        if denoise
+        else "no measurable difference in denoising"
+    ]
     if probe != "n/a":
         parts.append(
-            say(probe, "features are better")
+            f"the {probe.upper()}'s codes are the better features"
             if probe
             else "no measurable difference in probe accuracy"
         )
@@ -314,7 +315,7 @@ def check_claims(m: dict) -> list[dict]:
         for claim in model_info(name).claims:
             label, _ = METRICS.get(claim.metric, (claim.metric, claim.better))
             value = r.get(claim.metric)
-            if value is None:
+            if value is None or (claim.applies and not claim.applies(r.get("options", {}))):
                 continue
             if isinstance(claim.than, str) and claim.than != "chance":
                 if claim.than not in models:
@@ -326,7 +327,13 @@ def check_claims(m: dict) -> list[dict]:
                 supported = None if d == 0 else d == want
                 measured = f"{label}: {name} {_f(value)}, {claim.than} {_f(ref)}{interval(c)}"
             else:
-                ref = 1.0 / m["config"]["num_classes"] if claim.than == "chance" else claim.than
+                ref = (
+                    1.0 / m["config"]["num_classes"]
+                    if claim.than == "chance"
+                    else claim.than(r)
+                    if callable(claim.than)
+                    else claim.than
+                )
                 n = r.get(claim.metric.replace("accuracy", "n"))
                 se = (
                     math.sqrt(value * (1 - value) / n)
@@ -335,7 +342,7 @@ def check_claims(m: dict) -> list[dict]:
                 )
                 hi, lo = value + 1.96 * se, value - 1.96 * se
                 supported = lo > ref if claim.better == "higher" else hi < ref
-                what = "chance" if claim.than == "chance" else "the reference"
+                what = "chance" if claim.than == "chance" else "the threshold"
                 measured = f"{label}: {name} {_f(value, 3)}, {what} {_f(ref, 3)}"
             verdict = {True: "Supported", False: "Not supported", None: "No measurable difference"}[
                 supported
@@ -452,6 +459,8 @@ def write_report(path: str, metrics: dict, command: str, figures: list[tuple] = 
         "over test images for per-image metrics, binomial standard errors for accuracies, "
         "bootstrap standard errors for Frechet distances. Step times come from an "
         "interleaved benchmark in one process, not from the training runs' wall clocks.",
+        "- Every number is of each run's final parameters (`aevae evaluate --checkpoint "
+        "latest`); `aevae evaluate` scores the best checkpoint by default.",
         "- One seed per model: the spread over seeds is not measured here.",
     ]
     if figures:

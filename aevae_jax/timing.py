@@ -25,18 +25,31 @@ def interleaved_step_times(
     y_train=None,
     rounds: int = 15,
     steps: int = 20,
+    progress: bool = False,
 ) -> dict[str, dict]:
     """{name: {"step_ms": median over rounds, "rounds_ms": [per-round ms per step]}}.
 
     Each model's main-stage epoch function (gather, binarize, update inside one
-    `lax.scan`) runs `steps` steps per round on the first steps * batch_size training
-    images, after a compile-and-warm-up call; the order of models rotates each round.
+    `lax.scan`, with the run's own optimiser) runs `steps` steps per round (fewer when
+    the training split holds fewer batches) on the first training images, after a
+    compile-and-warm-up call; the order of models rotates each round.
     """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=len(runs) * (rounds + 1),
+        desc="step times",
+        unit="run",
+        leave=False,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     prepared = {}
     for name, (model, cfg) in runs.items():
-        n = steps * cfg.batch_size
+        steps_per_epoch = len(x_train) // cfg.batch_size
+        n = min(steps, steps_per_epoch) * cfg.batch_size
         x, y = jnp.asarray(x_train[:n]), None if y_train is None else jnp.asarray(y_train[:n])
-        plan = plan_stages(model, cfg, steps)[0]
+        plan = plan_stages(model, cfg, steps_per_epoch)[0]  # the run's own optimiser
         keys = make_streams(cfg.seed)
         params, opt_states = init_state(model, [plan], keys["init"], x, y)
         epoch = make_train_epoch(plan.loss, plan.tx, cfg.data.binarize, cfg.batch_size, n)
@@ -44,8 +57,10 @@ def interleaved_step_times(
         state, _ = epoch(state, keys, x, y, 0)  # compile and warm up
         jax.block_until_ready(state)
         prepared[name] = [epoch, state, keys, x, y]
+        bar.update()
 
     names = list(prepared)
+    cfg_of = {name: cfg.batch_size for name, (_, cfg) in runs.items()}
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
@@ -53,8 +68,10 @@ def interleaved_step_times(
             t0 = time.perf_counter()
             state, metrics = epoch(state, keys, x, y, r + 1)
             jax.block_until_ready((state, metrics))
-            times[name].append(1000 * (time.perf_counter() - t0) / steps)
+            times[name].append(1000 * (time.perf_counter() - t0) / (len(x) // cfg_of[name]))
             prepared[name][1] = state
+            bar.update()
+    bar.close()
     return {
         name: {"step_ms": statistics.median(values), "rounds_ms": values}
         for name, values in times.items()

@@ -193,6 +193,19 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, imports=imports, model=resolve(cfg.model))
 
 
+def _with_saved_imports(cfg: RunConfig) -> RunConfig:
+    """On resume without --import, the modules the run was trained with."""
+    path = os.path.join(cfg.out, CONFIG_FILE)
+    if cfg.imports or not os.path.isfile(path):
+        return cfg
+    try:
+        with open(path) as f:
+            imports = json.load(f)["run"].get("imports", [])
+    except (OSError, ValueError, KeyError, TypeError):
+        return cfg  # _check_resumable reports the damage
+    return dataclasses.replace(cfg, imports=tuple(imports))
+
+
 def _check_resumable(cfg: RunConfig, out: str) -> RunConfig:
     """The run saved in `out`, after checking that `cfg` may resume it."""
     with open(os.path.join(out, CONFIG_FILE)) as f:
@@ -215,6 +228,11 @@ def _check_epoch_change(saved_epochs: int, cfg: RunConfig, done: int, stages: in
     if cfg.epochs == saved_epochs:
         return
     require(
+        stages == 1 or done < min(saved_epochs, cfg.epochs),
+        f"--resume: this model's later training stages have begun (after the main stage's "
+        f"{saved_epochs} epochs); resume with --epochs {saved_epochs}",
+    )
+    require(
         cfg.epochs >= done,
         f"--resume: the run in {cfg.out!r} has already trained {done} epochs; "
         f"pass --epochs {done} or more",
@@ -223,11 +241,6 @@ def _check_epoch_change(saved_epochs: int, cfg: RunConfig, done: int, stages: in
         cfg.optim.schedule == "constant",
         f"--resume: the {cfg.optim.schedule} schedule spans the run's {saved_epochs} epochs; "
         f"changing --epochs would change it mid-run. Resume with --epochs {saved_epochs}",
-    )
-    require(
-        stages == 1 or done < min(saved_epochs, cfg.epochs),
-        f"--resume: this model's later training stages have begun (after the main stage's "
-        f"{saved_epochs} epochs); resume with --epochs {saved_epochs}",
     )
 
 
@@ -274,7 +287,7 @@ def fit(
     progress: bool = True,
 ) -> FitResult:
     """Train `cfg` to its last epoch (from its latest checkpoint when `resume`)."""
-    cfg = prepare_config(cfg)
+    cfg = prepare_config(_with_saved_imports(cfg) if resume else cfg)
     out = cfg.out
     prepare_out_dir(out, resume)
     saved = _check_resumable(cfg, out) if resume else None

@@ -53,11 +53,11 @@ def test_console_script_trains_on_a_small_fashion_mnist_subset(tmp_path):
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "test loss" in done.stdout and "Traceback" not in done.stderr
+    assert "test_neg_elbo" in done.stdout and "Traceback" not in done.stderr
     assert {"config.json", "metrics.jsonl", "checkpoints", "best"} <= set(os.listdir(out))
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert row["epoch"] == 1 and np.isfinite(row["test_loss"]) and row["step"] == 8
-    cfg = json.loads((out / "config.json").read_text())
+    assert row["epoch"] == 1 and np.isfinite(row["test_neg_elbo"]) and row["step"] == 8
+    cfg = json.loads((out / "config.json").read_text())["run"]
     assert cfg["model"]["hidden"] == [400] and cfg["data"]["train_size"] == 1024
 
 
@@ -167,3 +167,81 @@ def test_unwritable_output_directory_exits_2(tmp_path, capsys):
 def test_resume_of_nothing_exits_2(tmp_path, capsys):
     code, err = run_cli(["train", "--out", str(tmp_path / "none"), "--resume"], capsys)
     assert code == 2 and "no run to resume" in err
+
+
+# ----------------------------------------------------------------- models and their options
+
+
+def test_help_lists_the_registered_models_one_line_each(capsys):
+    for args in (["--help"], ["train", "--help"], ["compare", "--help"]):
+        with pytest.raises(SystemExit):
+            main(args)
+        text = capsys.readouterr().out
+        for name in ("ae", "vae", "beta_vae", "iwae", "cvae", "vqvae", "aae"):
+            line = next(li for li in text.splitlines() if li.strip().startswith(name + " "))
+            assert len(line.split()) > 2, line
+
+
+def test_model_options_become_flags_with_their_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "beta_vae", "--help"])
+    text = capsys.readouterr().out
+    assert "--beta FLOAT" in text and "beta_vae: 4.0" in text and "--kl-schedule" in text
+    with pytest.raises(SystemExit):
+        main(["compare", "--models", "iwae,vqvae", "--help"])
+    text = capsys.readouterr().out
+    assert "--k INT" in text and "--num-codes INT" in text and "--ema, --no-ema" in text
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "--prior-epochs (default 10)" in text and "vqvae: VQ-VAE" in text
+
+
+def test_model_options_reach_config_json(small_npz, tmp_path, capsys):
+    out = tmp_path / "b"
+    args = [
+        "train",
+        "--model",
+        "beta_vae",
+        "--beta",
+        "2",
+        "--kl-schedule",
+        "linear",
+        "--dataset",
+        small_npz,
+        "--hidden",
+        "32",
+        "--latent-dim",
+        "4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "256",
+        "--train-size",
+        "512",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    options = json.loads((out / "config.json").read_text())["run"]["model"]["options"]
+    assert options["beta"] == 2.0 and options["kl_schedule"] == "linear"
+    assert options["kl_warmup_steps"] == 10000  # defaults recorded too
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert row["train_terms"]["beta"] < 2.0  # warming up
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--model", "beta_vae", "--beta", "-1"], "--beta must be >= 0"),
+        (["--model", "beta_vae", "--kl-schedule", "steep"], "--kl-schedule must be one of"),
+        (["--model", "iwae", "--k", "0"], "--k must be a positive integer"),
+        (["--model", "vae", "--likelihood", "mse"], "needs a normalised likelihood"),
+        (["--import", "/nonexistent/models.py"], "no such file"),
+        (["--import", "no_such_module_xyz"], "pass an importable module name"),
+    ],
+)
+def test_bad_model_options_exit_2_with_one_line(extra, message, tmp_path, capsys):
+    code, err = run_cli(["train", "--out", str(tmp_path / "o"), *extra], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o" / "config.json").exists()

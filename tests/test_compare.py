@@ -1,4 +1,5 @@
-"""The main job end to end on a small real subset, and the commands that read a run."""
+"""The main job end to end on a small real subset with every generative variant, the
+report's verdicts against the numbers, and the commands that read a run."""
 
 import json
 import os
@@ -8,12 +9,24 @@ import pytest
 
 from aevae_jax import report
 from aevae_jax.cli import main
-from aevae_jax.compare import interpolation_pairs
+from aevae_jax.figures import interpolation_pairs
 
 ROWS = ["Objective", "Latent space", "Loss", "Sampling", "Generative ability", "Applications"]
-
-
-COMPARE_ARGS = "--epochs 2 --hidden 64 --latent-dim 8 --batch-size 64 --iwae-k 20 --quiet"
+MODELS = ["ae", "vae", "beta_vae", "iwae", "cvae", "vqvae", "aae"]
+COMPARE_ARGS = (
+    "--epochs 2 --hidden 64 --latent-dim 8 --batch-size 64 --iwae-k 10 --quiet --timing-rounds 3 "
+    "--prior-epochs 1 --num-codes 32 --prior-hidden 64 --disc-hidden 32"
+)
+FIGURES = [
+    "reconstructions.png",
+    "samples.png",
+    "interpolations.png",
+    "latent_2d.png",
+    "training_curves.png",
+    "rate_distortion.png",
+    "cvae_by_class.png",
+    "vqvae_codebook.png",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +35,8 @@ def comparison(small_npz, tmp_path_factory):
     saved = os.environ.get("AEVAE_CACHE")
     os.environ["AEVAE_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # a fresh classifier
     try:
-        code = main(["compare", "--dataset", small_npz, "--out", str(out), *COMPARE_ARGS.split()])
+        args = ["compare", "--dataset", small_npz, "--models", ",".join(MODELS)]
+        code = main([*args, "--out", str(out), *COMPARE_ARGS.split()])
     finally:
         if saved is None:
             os.environ.pop("AEVAE_CACHE")
@@ -34,108 +48,181 @@ def comparison(small_npz, tmp_path_factory):
 
 def test_compare_writes_every_file_and_finite_metrics(comparison):
     files = set(os.listdir(comparison))
-    assert {"metrics.json", "report.md", "ae", "vae"} <= files
-    assert set(report.FIGURES.values()) <= files
-    for png in report.FIGURES.values():
+    assert {"metrics.json", "report.md", "per_image.npz", *MODELS} <= files
+    assert set(FIGURES) <= files
+    for png in FIGURES:
         with open(comparison / png, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     m = json.loads((comparison / "metrics.json").read_text())
     assert m["dataset"] == "fmnist_small" and m["config"]["train_size"] == 2048
-    ae, vae = m["models"]["ae"], m["models"]["vae"]
-    for k in [
+    assert list(m["models"]) == MODELS
+    every = [
         "test_mse",
-        "test_bce",
         "test_psnr",
+        "test_denoise_mse",
+        "test_recon_nll",
         "probe_accuracy",
         "prior_sample_fd",
-        "expost_sample_fd",
-        "train_seconds",
         "step_ms",
-    ]:
-        assert np.isfinite(ae[k]), k
-    for k in [
-        "test_mse",
-        "test_bce",
-        "test_psnr",
-        "test_neg_elbo",
-        "test_kl",
-        "test_nll_iwae",
-        "probe_accuracy",
-        "prior_sample_fd",
-        "train_seconds",
-        "step_ms",
-    ]:
-        assert np.isfinite(vae[k]), k
-    assert vae["iwae_k"] == 20 and 0 <= vae["active_units"] <= 8
-    assert "test_nll_iwae" not in ae and "expost_sample_fd" not in vae
+        "parameters",
+    ]
+    for name, r in m["models"].items():
+        for k in every:
+            assert np.isfinite(r[k]), (name, k)
+    density = {"vae", "beta_vae", "iwae", "cvae", "vqvae"}
+    for name, r in m["models"].items():
+        assert (r.get("test_nll_iwae") is not None) == (name in density), name
+        assert ("expost_sample_fd" in r) == (name == "ae"), name
+        assert ("latent_prior_fd" in r) == (name != "vqvae"), name
+    vae, vq, cvae = m["models"]["vae"], m["models"]["vqvae"], m["models"]["cvae"]
+    assert vae["iwae_k"] == 10 and vq["iwae_k"] == 1  # a point posterior needs one sample
+    assert vq["test_nll_iwae"] == pytest.approx(vq["test_neg_elbo"], rel=1e-6)
+    assert vq["num_codes"] == 32 and vq["dead_codes"] < 32
+    assert cvae["conditional_sample_n"] == 512
     # The IWAE bound is at least as tight as the single-sample ELBO.
     assert vae["test_nll_iwae"] <= vae["test_neg_elbo"] + 0.5
-    assert vae["test_neg_elbo"] == pytest.approx(vae["test_recon"] + vae["test_kl"], abs=0.05)
+    gap = vae["elbo_gap"]  # -ELBO = distortion + KL, up to sampling noise
+    assert gap["lo"] - 0.5 <= 0 <= gap["hi"] + 0.5
+    assert m["models"]["beta_vae"]["options"]["beta"] == 4.0
+    assert m["models"]["ae"]["likelihood"] == "mse" and vae["likelihood"] == "bernoulli"
+    assert {c["model"] for c in m["claims"]} == {"beta_vae", "iwae", "cvae", "vqvae", "aae"}
 
 
-def test_report_has_every_row_of_the_articles_table(comparison):
+def test_runs_of_a_comparison_record_their_stages(comparison):
+    rows = [json.loads(line) for line in open(comparison / "vqvae" / "metrics.jsonl")]
+    assert [r["stage"] for r in rows] == ["main", "main", "prior"]
+    assert all(r["selection"] == "test_neg_elbo" for r in rows)
+    cfg = json.loads((comparison / "beta_vae" / "config.json").read_text())
+    assert cfg["run"]["model"]["options"]["kl_schedule"] == "constant"
+    assert cfg["data_spec"]["num_classes"] == 10
+
+
+def test_report_has_the_articles_table_every_model_and_the_claims(comparison):
     text = (comparison / "report.md").read_text()
     for row in ROWS:
         line = next(line for line in text.splitlines() if line.startswith(f"| {row} |"))
         # Five cells: pipes inside cells (q(z|x)) must be escaped to keep the table whole.
         assert line.replace("\\|", "").count("|") == 6, line
-    for png in report.FIGURES.values():
+    for name in MODELS:
+        assert any(line.startswith(f"| {name} |") for line in text.splitlines()), name
+    assert "## What the literature says, checked" in text
+    for png in FIGURES:
         assert f"({png})" in text
 
 
-def test_verdicts_follow_the_numbers():
-    def metrics(fd_ae, fd_vae, fd_ex, mse_ae, mse_vae):
-        base = dict(test_mse=0, test_psnr=0, test_denoise_mse=1, test_loss=1, step_ms=1.0)
-        ae = {
-            **base,
-            "test_mse": mse_ae,
-            "prior_sample_fd": fd_ae,
-            "expost_sample_fd": fd_ex,
-            "probe_accuracy": 0.8,
-        }
-        vae = {
-            **base,
-            "test_mse": mse_vae,
-            "prior_sample_fd": fd_vae,
-            "test_neg_elbo": 10.0,
-            "test_recon": 8.0,
-            "test_kl": 2.0,
-            "active_units": 3,
-            "kl_per_dim": [1, 1, 0],
-            "posterior_std_active": 0.5,
-            "iwae_k": 10,
-            "test_nll_iwae": 9.5,
-            "probe_accuracy": 0.7,
-            "test_denoise_mse": 2,
-        }
-        return {"config": {"latent_dim": 3}, "models": {"ae": ae, "vae": vae}}
+def fake_metrics(mse=(1.0, 2.0), fd=(60.0, 30.0, 45.0), denoise=(1.0, 2.0), probe=(0.8, 0.7)):
+    """Metrics of a two-model comparison with intervals derived from the given numbers:
+    differences of 0 are ties, anything else is clearly measured."""
 
-    rows = {r["row"]: r["verdict"] for r in report.verdicts(metrics(60, 30, 45, 1, 2))}
-    assert (
-        rows["Generative ability"].startswith("Supported") and "50%" in rows["Generative ability"]
-    )
-    assert rows["Objective"].startswith("Supported")
-    rows = {r["row"]: r["verdict"] for r in report.verdicts(metrics(30, 60, 20, 3, 2))}
-    assert rows["Generative ability"].startswith("Not supported")
-    assert rows["Objective"].startswith("Not supported")
-    rows = {r["row"]: r["verdict"] for r in report.verdicts(metrics(60, 30, 20, 1, 2))}
+    def comp(a, b):
+        d = b - a
+        return {"diff": d, "lo": d - 0.01 if d else -0.1, "hi": d + 0.01 if d else 0.1}
+
+    base = dict(test_psnr=0, test_recon_nll=1, step_ms=1.0, probe_n=1000)
+    ae = {
+        **base,
+        "test_mse": mse[0],
+        "prior_sample_fd": fd[0],
+        "prior_sample_fd_se": 0.5,
+        "expost_sample_fd": fd[2],
+        "expost_sample_fd_se": 0.5,
+        "probe_accuracy": probe[0],
+        "test_denoise_mse": denoise[0],
+    }
+    vae = {
+        **base,
+        "test_mse": mse[1],
+        "prior_sample_fd": fd[1],
+        "prior_sample_fd_se": 0.5,
+        "test_neg_elbo": 10.0,
+        "test_distortion": 8.0,
+        "test_kl": 2.0,
+        "active_units": 3,
+        "kl_per_dim": [1, 1, 0],
+        "posterior_std_active": 0.5,
+        "iwae_k": 10,
+        "test_nll_iwae": 9.5,
+        "probe_accuracy": probe[1],
+        "test_denoise_mse": denoise[1],
+        "elbo_gap": {"diff": 0.0, "lo": -0.1, "hi": 0.1},
+    }
+    comparisons = {
+        "vae-ae": {
+            "test_mse": comp(mse[0], mse[1]),
+            "test_denoise_mse": comp(denoise[0], denoise[1]),
+            "probe_accuracy": comp(probe[0], probe[1]),
+            "prior_sample_fd": comp(fd[0], fd[1]),
+        }
+    }
+    return {
+        "config": {"latent_dim": 3, "pair": ["ae", "vae"]},
+        "models": {"ae": ae, "vae": vae},
+        "comparisons": comparisons,
+        "step_time_ratios": {"vae/ae": {"median": 1.3, "q1": 1.2, "q3": 1.4}},
+    }
+
+
+def verdicts(m):
+    return {r["row"]: r["verdict"] for r in report.article_rows(m)}
+
+
+def test_verdicts_follow_the_numbers():
+    rows = verdicts(fake_metrics())
+    assert rows["Objective"].startswith("Supported: the AE reconstructs better")
+    assert rows["Generative ability"].startswith("Supported")
+    assert "narrows the gap" in rows["Generative ability"]
+    assert rows["Sampling"].startswith("Supported: the VAE draws") and "+30%" in rows["Sampling"]
+    rows = verdicts(fake_metrics(mse=(3.0, 2.0), fd=(30.0, 60.0, 20.0)))
+    assert "the VAE reconstructs better" in rows["Objective"]
+    assert rows["Generative ability"].startswith("Not supported: AE decodes")
+    rows = verdicts(fake_metrics(fd=(60.0, 30.0, 20.0)))
     assert "does better still" in rows["Generative ability"]
-    rows = {r["row"]: r["verdict"] for r in report.verdicts(metrics(60, 30, 70, 1, 2))}
-    assert "does not help" in rows["Generative ability"] and "%" not in rows["Generative ability"]
-    # The AE has the better probe (0.8 vs 0.7) but the VAE denoises better: each credited.
-    m = metrics(60, 30, 45, 1, 2)
-    m["models"]["vae"]["test_denoise_mse"] = 0.5
-    rows = {r["row"]: r["verdict"] for r in report.verdicts(m)}
+    rows = verdicts(fake_metrics(fd=(60.0, 30.0, 30.0)))
+    assert "no measurable difference" in rows["Generative ability"]
+    # Equal numbers (87.0% vs 87.0%) are no measurable difference, not a win.
+    rows = verdicts(fake_metrics(mse=(2.0, 2.0), probe=(0.87, 0.87)))
+    assert "no measurable difference in reconstruction" in rows["Objective"]
+    assert "no measurable difference in probe accuracy" in rows["Applications"]
+    assert "better features" not in rows["Applications"]
+    # The AE has the better probe but the VAE denoises better: each credited.
+    rows = verdicts(fake_metrics(denoise=(2.0, 1.0)))
     assert rows["Applications"].startswith("Partly supported")
     assert "the AE's codes are the better features" in rows["Applications"]
-    assert "the VAE denoises as well or better" in rows["Applications"]
-    # One active unit of three: only partly a distribution over informative codes.
+    assert "the VAE denoises better" in rows["Applications"]
+    m = fake_metrics()
+    m["step_time_ratios"]["vae/ae"] = {"median": 1.02, "q1": 0.95, "q3": 1.1}
+    assert "not measurably slower" in verdicts(m)["Sampling"]
     m["models"]["vae"].update(active_units=1, posterior_std_active=0.3)
-    rows = {r["row"]: r["verdict"] for r in report.verdicts(m)}
-    assert rows["Latent space"].startswith("Partly") and "only 1 of 3" in rows["Latent space"]
+    assert verdicts(m)["Latent space"].startswith("Partly")
 
 
-def test_evaluate_and_sample_read_a_run(comparison, tmp_path, capsys):
+def test_claims_follow_the_numbers():
+    def metrics(diff):
+        lo, hi = diff - 0.1, diff + 0.1
+        return {
+            "config": {"num_classes": 10},
+            "models": {
+                "vae": {"test_nll_iwae": 100.0},
+                "iwae": {"test_nll_iwae": 100.0 + diff},
+                "cvae": {"conditional_sample_accuracy": 0.12, "conditional_sample_n": 100},
+            },
+            "comparisons": {"iwae-vae": {"test_nll_iwae": {"diff": diff, "lo": lo, "hi": hi}}},
+        }
+
+    def verdict(m, model):
+        return next(c["verdict"] for c in report.check_claims(m) if c["model"] == model)
+
+    assert verdict(metrics(-1.0), "iwae") == "Supported"
+    assert verdict(metrics(+1.0), "iwae") == "Not supported"
+    assert verdict(metrics(0.0), "iwae") == "No measurable difference"
+    # 12% on 100 samples is within noise of 10% chance: not "far above chance".
+    assert verdict(metrics(0.0), "cvae") == "Not supported"
+    m = metrics(0.0)
+    m["models"]["cvae"].update(conditional_sample_accuracy=0.8)
+    assert verdict(m, "cvae") == "Supported"
+
+
+def test_evaluate_and_sample_read_a_run(comparison, tmp_path, capsys, monkeypatch):
     out_json = tmp_path / "eval.json"
     code = main(
         ["evaluate", "--run", str(comparison / "vae"), "--iwae-k", "10", "--json", str(out_json)]
@@ -146,26 +233,56 @@ def test_evaluate_and_sample_read_a_run(comparison, tmp_path, capsys):
     assert m["checkpoint"] == "best" and 1 <= m["epoch"] <= 2
     capsys.readouterr()
     png = tmp_path / "s.png"
+    args = ["sample", "--run", str(comparison / "ae"), "--n", "16", "--out", str(png)]
+    assert main([*args, "--sampler", "expost"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+    # From the prior, no data set is loaded: the model comes from config.json alone.
+    import aevae_jax.runs
+
+    def no_data(*a, **k):
+        raise AssertionError("sample from the prior loaded a data set")
+
+    monkeypatch.setattr(aevae_jax.runs, "load_dataset", no_data)
+    for name in ("vqvae", "cvae", "aae"):
+        target = tmp_path / f"{name}.png"
+        assert (
+            main(["sample", "--run", str(comparison / name), "--n", "20", "--out", str(target)])
+            == 0
+        ), capsys.readouterr().err
+        assert target.read_bytes()[:4] == b"\x89PNG"
     assert (
         main(
             [
                 "sample",
                 "--run",
-                str(comparison / "ae"),
-                "--n",
-                "16",
+                str(comparison / "cvae"),
+                "--label",
+                "3",
                 "--out",
-                str(png),
-                "--sampler",
-                "expost",
+                str(tmp_path / "c3.png"),
             ]
         )
         == 0
     )
-    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(comparison / "vae"),
+                "--label",
+                "3",
+                "--out",
+                str(tmp_path / "v.png"),
+            ]
+        )
+        == 2
+    )
+    assert "conditional models" in capsys.readouterr().err
 
 
-def test_compare_refuses_to_overwrite_and_resume_reuses(comparison, capsys):
+def test_compare_refuses_to_overwrite(comparison, capsys):
     code = main(["compare", "--dataset", "x.npz", "--out", str(comparison)])
     assert code == 2 and "already holds a comparison" in capsys.readouterr().err
 
@@ -177,7 +294,11 @@ def test_compare_refuses_to_overwrite_and_resume_reuses(comparison, capsys):
         (["sample", "--run", "/nonexistent", "--out", "x.png"], "not a run directory"),
         (["sample", "--run", "r", "--out", "x.jpg"], "must name a .png"),
         (["sample", "--run", "r", "--n", "0", "--out", "x.png"], "--n must be a positive"),
+        (["sample", "--run", "r", "--seed", "-1", "--out", "x.png"], "--seed must be"),
         (["evaluate", "--run", "r", "--iwae-k", "0"], "--iwae-k must be a positive"),
+        (["compare", "--models", "ae,gan"], "unknown model 'gan'"),
+        (["compare", "--models", "ae,ae"], "lists a model twice"),
+        (["compare", "--pair", "ae"], "--pair takes two model names"),
     ],
 )
 def test_reader_commands_reject_bad_input(args, message, capsys):

@@ -222,7 +222,6 @@ def _kill_when(cmd, env, ready, what):
 
 KILL_CASES = {
     # name: (model, extra flags, main epochs, checkpoints to kill after, total epochs)
-    "vae": ("vae", (), 12, (2,), 12),
     # Two optimisers (autoencoder and discriminator) in one step.
     "aae": ("aae", ("--disc-hidden", "32"), 6, (2,), 6),
     # Two stages: killed once in the autoencoder stage and once in the prior stage.

@@ -141,12 +141,9 @@ def test_iwae_with_one_sample_is_the_vaes_elbo_for_the_same_key():
     # The same z as the VAE's loss draws from the key; the bound is the Monte-Carlo ELBO.
     _, vae_terms = vae.loss(params, batch, key, 0)
     log_w = log_weights_by_hand(iwae, params, batch, key, 1)[0]
-    recon, kl = elbo_terms_by_hand(vae, params, batch, key)
+    recon, _ = elbo_terms_by_hand(vae, params, batch, key)
     assert float(loss) == pytest.approx(-log_w.mean(), rel=1e-5)
     assert float(vae_terms["recon"]) == pytest.approx(recon.mean(), rel=1e-5)
-    # -log w = recon + (log q - log p): the same recon term, the KL estimated by sampling.
-    mc_kl = -log_w - recon
-    assert np.all(np.isfinite(mc_kl)) and abs(mc_kl.mean() - kl.mean()) < 3 * kl.std() + 1
     # And the evaluator's K = 1 estimate is this very bound.
     est = iwae_log_likelihood(iwae.log_importance_weights, params, batch, key, 1)
     w0 = log_weights_by_hand(iwae, params, batch, jax.random.fold_in(key, 0), 1)[0]
@@ -233,6 +230,15 @@ def test_vqvae_ema_codebook_moves_to_the_moving_average_of_assignments():
         new["codebook"]["count"],
         0.8 * np.asarray(params["codebook"]["count"]) + 0.2 * counts,
         rtol=1e-5,
+    )
+    z_e = np.asarray(model_encoder_out(model, params, batch), np.float64).reshape(-1, 2)
+    sums = np.zeros((5, 2))
+    np.add.at(sums, idx, z_e)  # the sum of the encoder outputs assigned to each code
+    np.testing.assert_allclose(
+        new["codebook"]["sum"],
+        0.8 * np.asarray(params["codebook"]["sum"]) + 0.2 * sums,
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 

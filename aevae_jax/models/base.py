@@ -61,14 +61,17 @@ class Claim(NamedTuple):
 
     metric: a metrics.json key of the model (e.g. "test_nll_iwae");
     better: "lower" or "higher";
-    than: another registered model's name, a number, or "chance" (1 / classes);
-    text: the claim in words, with its source.
+    than: another registered model's name, a number, "chance" (1 / classes), or a
+      function of the model's metrics giving the number;
+    text: the claim in words, with its source;
+    applies: a test of the model's options (None: always), e.g. beta > 1.
     """
 
     metric: str
     better: str
-    than: str | float
+    than: str | float | Callable[[dict], float]
     text: str
+    applies: Callable[[dict], bool] | None = None
 
 
 class Stage(NamedTuple):

@@ -66,18 +66,24 @@ def beta_at(opts: BetaVAEOptions, step) -> jnp.ndarray:
     return jnp.asarray(opts.beta, jnp.float32)
 
 
+def _beta_above_one(options: dict) -> bool:
+    return options.get("beta", 1.0) > 1.0
+
+
 CLAIMS = (
     Claim(
         "test_kl",
         "lower",
         "vae",
         "beta > 1 lowers the rate, KL(q(z|x) || p(z)) (Higgins et al. 2017; Alemi et al. 2018)",
+        _beta_above_one,
     ),
     Claim(
         "test_distortion",
         "higher",
         "vae",
         "beta > 1 raises the distortion, E_q[-log p(x|z)] (Alemi et al. 2018)",
+        _beta_above_one,
     ),
 )
 

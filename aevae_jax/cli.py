@@ -368,6 +368,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from aevae_jax.report import rewrite
+
+    require(
+        os.path.isfile(os.path.join(args.dir, "metrics.json")),
+        f"{args.dir!r} holds no metrics.json; pass the --out of an `aevae compare` run",
+    )
+    print(os.path.abspath(rewrite(args.dir)))
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from aevae_jax.models import model_info, model_names
 
@@ -528,6 +539,18 @@ def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "report",
+        help="write a comparison's report.md anew from its metrics.json",
+        description="Re-render report.md of an `aevae compare` directory from its "
+        "metrics.json and figures (for instance after an update of the verdict logic); "
+        "nothing is trained or evaluated.",
+        allow_abbrev=False,
+    )
+    p.add_argument("dir", help="the --out directory of an `aevae compare` run")
+    add_import_option(p)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "models",

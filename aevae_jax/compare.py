@@ -202,8 +202,8 @@ def run_compare(
     )
 
     _log("figures and report", quiet)
-    made = figures.make_figures(cfg, fits, results, jax.random.fold_in(key, 2000))
-    report.write_report(os.path.join(cfg.out, "report.md"), metrics, command, made)
+    figures.make_figures(cfg, fits, results, jax.random.fold_in(key, 2000))
+    report.write_report(os.path.join(cfg.out, "report.md"), metrics, command)
     _log(f"done: {os.path.join(cfg.out, 'report.md')}", quiet)
     return metrics
 

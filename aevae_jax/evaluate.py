@@ -90,6 +90,8 @@ class SplitMap:
                 None if a is None else _padded(a[s : s + self.block], self.block) for a in arrays
             )
             outs.append(self._run(context, part, s))
+            if progress:  # the bar shows finished work, not dispatched work
+                jax.block_until_ready(outs[-1])
         return jax.tree.map(lambda *o: jnp.concatenate(o)[:n], *outs)
 
 

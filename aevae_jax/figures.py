@@ -177,14 +177,13 @@ def codebook_usage(path: str, name: str, indices: np.ndarray, num_codes: int) ->
     plt.close(fig)
 
 
-def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) -> list[tuple]:
-    """Every figure of a comparison into cfg.out; returns [(caption, file name)]."""
+def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) -> None:
+    """Every figure of a comparison into cfg.out (report.figure_list captions them)."""
     out = cfg.out
     dataset = next(iter(fits.values())).dataset
     x_test = eval_inputs(jnp.asarray(dataset.x_test), cfg.data.binarize)
     y_test = None if dataset.y_test is None else jnp.asarray(dataset.y_test)
     batch = Batch(x_test[:n], None if y_test is None else y_test[:n])
-    made = []
 
     rows = [np.asarray(to_unit_interval(jnp.asarray(dataset.x_test[:n])))]
     labels = ["test image"]
@@ -200,7 +199,6 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
         labels,
         "Reconstructions through the code (the Gaussian's mean)",
     )
-    made.append(("Reconstructions (test inputs, then one row per model)", "reconstructions.png"))
 
     x_train = eval_inputs(jnp.asarray(dataset.x_train), cfg.data.binarize, TRAIN_SPLIT)
     y_train = None if dataset.y_train is None else jnp.asarray(dataset.y_train)
@@ -223,13 +221,6 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
         labels,
         "New images from sampled codes (decoder means)",
     )
-    made.append(
-        (
-            "Samples: each model's prior (z ~ N(0, I) for models without one), and a "
-            "Gaussian fitted to the training codes (ex-post) for those",
-            "samples.png",
-        )
-    )
 
     pairs = interpolation_pairs(dataset.y_test, limit=n)
     if pairs:
@@ -250,7 +241,6 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
                 labels,
                 "Linear interpolation between the codes of two test images",
             )
-            made.append(("Interpolations between test images in code space", "interpolations.png"))
 
     m = min(len(x_test), 5000)
     sub = Batch(x_test[:m], None if y_test is None else y_test[:m])
@@ -261,12 +251,10 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
         None if dataset.y_test is None else dataset.y_test[:m],
         dataset.class_names,
     )
-    made.append(("Codes of the test images, coloured by class", "latent_2d.png"))
 
     training_curves(
         os.path.join(out, "training_curves.png"), {name: r.history for name, r in fits.items()}
     )
-    made.append(("Training curves (stages separated by a vertical line)", "training_curves.png"))
 
     rd = {
         name: (m_["test_kl"], m_["test_distortion"])
@@ -275,12 +263,6 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
     }
     if rd:
         rate_distortion(os.path.join(out, "rate_distortion.png"), rd)
-        made.append(
-            (
-                "Rate (KL) against distortion for the models with a Gaussian q(z|x)",
-                "rate_distortion.png",
-            )
-        )
 
     for i, (name, r) in enumerate(fits.items()):
         if r.model.conditional:
@@ -295,9 +277,6 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
                 labels=list(names),
                 cols=10,
             )
-            made.append(
-                (f"{name}: class-conditional samples, a row per label", f"{name}_by_class.png")
-            )
         if r.model.num_codes is not None:
             indices = r.model.encode(r.params, sub).indices
             codebook_usage(
@@ -306,8 +285,6 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
                 np.asarray(indices),
                 r.model.num_codes,
             )
-            made.append((f"{name}: codebook use", f"{name}_codebook.png"))
-    return made
 
 
 def interpolation_pairs(labels, n: int = 3, limit: int | None = None) -> list[tuple[int, int]]:

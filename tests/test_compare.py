@@ -189,6 +189,12 @@ def test_verdicts_follow_the_numbers():
     assert rows["Applications"].startswith("Partly supported")
     assert "the AE's codes are the better features" in rows["Applications"]
     assert "the VAE denoises better" in rows["Applications"]
+    # The -ELBO and its terms: noise-sized gaps pass, a gap of many standard errors does not.
+    m = fake_metrics()
+    m["models"]["vae"]["elbo_gap"] = {"diff": 0.11, "lo": 0.01, "hi": 0.21}  # ~2 s.e.
+    assert verdicts(m)["Loss"].startswith("Supported")
+    m["models"]["vae"]["elbo_gap"] = {"diff": 1.0, "lo": 0.9, "hi": 1.1}  # ~20 s.e.
+    assert verdicts(m)["Loss"].startswith("Not checked")
     m = fake_metrics()
     m["step_time_ratios"]["vae/ae"] = {"median": 1.02, "q1": 0.95, "q3": 1.1}
     assert "not measurably slower" in verdicts(m)["Sampling"]
@@ -280,6 +286,15 @@ def test_evaluate_and_sample_read_a_run(comparison, tmp_path, capsys, monkeypatc
         == 2
     )
     assert "conditional models" in capsys.readouterr().err
+
+
+def test_report_is_rendered_again_from_metrics_json(comparison, capsys):
+    before = (comparison / "report.md").read_text()
+    (comparison / "report.md").unlink()
+    assert main(["report", str(comparison)]) == 0
+    assert (comparison / "report.md").read_text() == before
+    assert main(["report", str(comparison / "vae")]) == 2
+    assert "holds no metrics.json" in capsys.readouterr().err
 
 
 def test_compare_refuses_to_overwrite(comparison, capsys):

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 
 from aevae_jax.data import Dataset, to_unit_interval
 from aevae_jax.evaluate import SplitMap, map_examples
+from aevae_jax.progress import progress_bar
 
 VERSION = 2  # bump when the network or its training changes, to retrain caches
 EPOCHS = 3
@@ -53,16 +54,14 @@ class Classifier(NamedTuple):
 
     def features(self, images: jax.Array, progress: bool = False) -> np.ndarray:
         """Penultimate features [N, 128] of images [N, H, W, C] in [0, 1] (or uint8)."""
-        return np.asarray(self._outputs(images, progress)[1])
+        return self.features_and_predictions(images, progress)[0]
 
-    def predict(self, images: jax.Array, progress: bool = False) -> np.ndarray:
-        """Predicted class [N] of images [N, H, W, C] in [0, 1] (or uint8)."""
-        return np.argmax(np.asarray(self._outputs(images, progress)[0]), axis=1)
-
-    def _outputs(self, images, progress):
-        return _apply_split(self.net.num_classes)(
+    def features_and_predictions(self, images: jax.Array, progress: bool = False):
+        """(features [N, 128], predicted classes [N]) of images, in one pass."""
+        logits, features = _apply_split(self.net.num_classes)(
             self.params, (jnp.asarray(images),), desc="classifier features", progress=progress
         )
+        return np.asarray(features), np.argmax(np.asarray(logits), axis=1)
 
 
 @functools.cache
@@ -116,7 +115,9 @@ def train_classifier(
         return jax.lax.scan(step, carry, order)[0]
 
     carry = (params, tx.init(params))
-    bar = _bar(epochs * steps, progress)
+    bar = progress_bar(
+        total=epochs * steps, desc="domain classifier", unit="step", enabled=progress
+    )
     for e in range(epochs):
         order = jax.random.permutation(jax.random.fold_in(k_data, e), len(x_train))
         order = order[: steps * BATCH].reshape(steps, BATCH)
@@ -137,19 +138,6 @@ def _accuracy(net, params, ds: Dataset) -> float:
 
 
 SEED = 0  # a measuring instrument: one fixed classifier per data set, whatever the run's seed
-
-
-def _bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        desc="domain classifier",
-        unit="step",
-        disable=not enabled,
-        leave=False,
-        dynamic_ncols=True,
-    )
 
 
 def load_or_train_classifier(ds: Dataset, progress: bool = False) -> Classifier | None:

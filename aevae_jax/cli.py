@@ -32,6 +32,8 @@ from aevae_jax.errors import UserError, require
 # The main job's budget: 30 epochs of AE and VAE on Fashion-MNIST stay well inside
 # 10 minutes on a 2-core CPU (README has the measured time).
 COMPARE_EPOCHS = 30
+DEFAULT_MODEL = "vae"  # aevae train
+DEFAULT_MODELS = "ae,vae"  # aevae compare, and the article's pair
 OPTION_PREFIX = "model_option__"
 
 
@@ -431,54 +433,61 @@ def models_epilog() -> str:
 def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; `selected` names the models whose own option flags it accepts."""
     selected = selected or []
-    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="aevae",
         description="Autoencoders vs variational autoencoders in JAX.",
         epilog=models_epilog(),
-        formatter_class=fmt,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     add_import_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser(
+
+    def command(name: str, func, **kwargs) -> argparse.ArgumentParser:
+        """A subcommand that runs `func`; every one takes --import."""
+        p = sub.add_parser(name, allow_abbrev=False, **kwargs)
+        add_import_option(p)
+        p.set_defaults(func=func)
+        return p
+
+    p = command(
         "train",
+        cmd_train,
         help="train one model",
         description="Train one model; writes config.json, metrics.jsonl and orbax "
         "checkpoints (latest and best) into --out. Pass --model NAME with --help to see "
         "that model's own options.",
         epilog=models_epilog(),
-        formatter_class=fmt,
-        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="vae", help="registered model name (default: %(default)s)")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help="registered model name (default: %(default)s)"
+    )
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )
-    add_import_option(p)
     add_train_options(p, out_default="runs/train")
     add_model_options(p, selected)
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
+    p = command(
         "compare",
+        cmd_compare,
         help="the main job: train several models alike, evaluate each, write a report",
         description="Train every model of --models with the same backbone, latent size, "
         "data and budget; evaluate each with every metric that applies; write "
         "metrics.json, report.md and PNG figures into --out. Reconstruction models (AE, AAE) "
         "keep their MSE loss; --likelihood sets the others'.",
         epilog=models_epilog(),
-        formatter_class=fmt,
-        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--models",
-        default="ae,vae",
+        default=DEFAULT_MODELS,
         help="comma-separated registered model names (default: %(default)s)",
     )
     p.add_argument(
         "--pair",
-        default="ae,vae",
+        default=DEFAULT_MODELS,
         help="the two models of the article's table, autoencoder first (default: %(default)s)",
     )
     p.add_argument(
@@ -499,38 +508,33 @@ def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="reuse the runs already in --out (finished ones are not retrained)",
     )
-    add_import_option(p)
     add_train_options(p, out_default="runs/compare", epochs_default=COMPARE_EPOCHS)
     add_model_options(p, selected)
-    p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser(
+    p = command(
         "evaluate",
+        cmd_evaluate,
         help="test metrics of a trained run",
         description="Test-split metrics of a run's best (or latest) checkpoint, in the "
         "metrics.json vocabulary.",
-        allow_abbrev=False,
     )
     add_run_options(p)
-    add_import_option(p)
     p.add_argument("--iwae-k", type=int, default=1000, help="default: %(default)s")
     p.add_argument("--json", default=None, help="also write the metrics to this file")
     p.add_argument(
         "--no-fd", action="store_true", help="skip the sample Frechet distance (and its classifier)"
     )
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
+    p = command(
         "sample",
+        cmd_sample,
         help="a PNG grid of new images from a trained run",
         description="Decode sampled codes of a trained run into a PNG grid: the model's "
         "prior (N(0, I) codes for models without one), or a Gaussian fitted to its "
         "training codes. Conditional models draw a row per class, or --label's class. "
         "Sampling from the prior loads no data set.",
-        allow_abbrev=False,
     )
     add_run_options(p)
-    add_import_option(p)
     p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
     p.add_argument("--out", required=True, help="the PNG file to write")
     p.add_argument(
@@ -538,29 +542,24 @@ def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser(
+    p = command(
         "report",
+        cmd_report,
         help="write a comparison's report.md anew from its metrics.json",
         description="Re-render report.md of an `aevae compare` directory from its "
         "metrics.json and figures (for instance after an update of the verdict logic); "
         "nothing is trained or evaluated.",
-        allow_abbrev=False,
     )
     p.add_argument("dir", help="the --out directory of an `aevae compare` run")
-    add_import_option(p)
-    p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser(
+    p = command(
         "models",
+        cmd_models,
         help="list the registered models with their options and defaults",
         description="Every registered model (the package's, installed packages' entry "
         "points, and --import'ed modules) with its options and defaults.",
-        allow_abbrev=False,
     )
-    add_import_option(p)
-    p.set_defaults(func=cmd_models)
     return parser
 
 
@@ -569,8 +568,8 @@ def _preparse(argv: list[str]) -> argparse.Namespace:
     which models exist and which option flags the parser accepts)."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--import", dest="imports", action="append", default=[])
-    pre.add_argument("--model", default="vae")
-    pre.add_argument("--models", default="ae,vae")
+    pre.add_argument("--model", default=DEFAULT_MODEL)
+    pre.add_argument("--models", default=DEFAULT_MODELS)
     known, _ = pre.parse_known_args(argv)
     return known
 

@@ -27,10 +27,12 @@ from aevae_jax.data import preprocess
 from aevae_jax.likelihoods import (
     bernoulli_log_prob,
     kl_to_std_normal,
+    reparameterize,
     squared_error,
     sum_per_example,
 )
 from aevae_jax.models import Batch, Encoding, Model
+from aevae_jax.progress import progress_bar
 
 TRAIN_SPLIT, TEST_SPLIT = 0, 1  # split ids of the static binarization keys
 
@@ -45,13 +47,11 @@ def map_examples(fn: Callable, arrays, chunk: int = 1000, offset=0):
     n = next(a.shape[0] for a in arrays if a is not None)
     chunk = min(chunk, n)
     n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
 
     def chunked(a):
         if a is None:
             return None
-        a = jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
-        return a.reshape(n_chunks, chunk, *a.shape[1:])
+        return _padded(a, n_chunks * chunk).reshape(n_chunks, chunk, *a.shape[1:])
 
     index = offset + jnp.arange(n_chunks * chunk, dtype=jnp.int32).reshape(n_chunks, chunk)
     xs = (tuple(chunked(a) for a in arrays), index)
@@ -80,10 +80,7 @@ class SplitMap:
         if self.block is None or n <= self.block:
             return self._run(context, arrays, 0)
         starts = range(0, n, self.block)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc=desc, unit="block", leave=False, dynamic_ncols=True)
+        starts = progress_bar(starts, desc=desc, unit="block", enabled=progress)
         outs = []
         for s in starts:
             part = tuple(
@@ -96,6 +93,7 @@ class SplitMap:
 
 
 def _padded(a, size: int):
+    """[n, ...] -> [size, ...], zeros after the n examples."""
     pad = size - a.shape[0]
     return jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
 
@@ -322,16 +320,7 @@ def evaluate_model(
 
     if model.log_importance_weights is not None:
         k = 1 if model.point_posterior else iwae_k
-
-        def bound(context, xi, yi, i):
-            p, key_, kk = context
-            return iwae_log_likelihood(
-                model.log_importance_weights, p, one(xi, yi), jax.random.fold_in(key_, i), kk
-            )[0]
-
-        elbo = SplitMap(functools.partial(_static_k, bound, 1), chunk)(
-            (params, keys["elbo"]), (x_test, y_test)
-        )
+        elbo = SplitMap(_iwae_bound(model, 1), chunk)((params, keys["elbo"]), (x_test, y_test))
         per_image["neg_elbo"] = -np.asarray(elbo)
         out["test_neg_elbo"] = float(np.mean(per_image["neg_elbo"]))
         if "kl" in per_image:
@@ -339,7 +328,7 @@ def evaluate_model(
             # terms use independent draws, so their gap should be noise around zero.
             terms = per_image["distortion"] + per_image["kl"]
             out["elbo_gap"] = M.paired_bootstrap(per_image["neg_elbo"], terms)
-        iwae = SplitMap(functools.partial(_static_k, bound, k), max(1, chunk // 5), block=500)(
+        iwae = SplitMap(_iwae_bound(model, k), max(1, chunk // 5), block=500)(
             (params, keys["iwae"]), (x_test, y_test), desc=f"IWAE K={k}", progress=progress
         )
         per_image["nll_iwae"] = -np.asarray(iwae)
@@ -360,11 +349,10 @@ def evaluate_model(
         reference = classifier.features(jnp.asarray(dataset.x_test), progress=progress)
         y = (jnp.arange(n) % dataset.num_classes) if model.conditional else None
         prior = prior_images(model, params, keys["samples"], n, y)
-        prior_features = classifier.features(prior, progress=progress)
+        prior_features, predicted = classifier.features_and_predictions(prior, progress)
         out["prior_sample_fd"] = M.frechet_distance(prior_features, reference)
         out["prior_sample_fd_se"] = _fd_se(prior_features, reference)
         if model.conditional:
-            predicted = classifier.predict(prior)
             out["conditional_sample_accuracy"] = float(np.mean(predicted == np.asarray(y)))
             out["conditional_sample_n"] = int(n)
         if model.sample is None and enc_train.indices is None:
@@ -376,8 +364,16 @@ def evaluate_model(
     return Evaluation(out, per_image)
 
 
-def _static_k(bound, k, context, xi, yi, i):
-    return bound((*context, k), xi, yi, i)
+def _iwae_bound(model: Model, k: int) -> Callable:
+    """Per example: the K-sample bound log (1/K) sum_k w_k, with the example's own key."""
+
+    def bound(context, xi, yi, i):
+        params, key = context
+        return iwae_log_likelihood(
+            model.log_importance_weights, params, one(xi, yi), jax.random.fold_in(key, i), k
+        )[0]
+
+    return bound
 
 
 def _gaussian_code_metrics(model, params, enc: Encoding, x, y, key, chunk):
@@ -388,8 +384,7 @@ def _gaussian_code_metrics(model, params, enc: Encoding, x, y, key, chunk):
 
     def distortion(context, mean, log_var, xi, yi, i):
         p, key_ = context
-        eps = jax.random.normal(jax.random.fold_in(key_, i), mean.shape)
-        z = mean + jnp.exp(0.5 * log_var) * eps
+        z = reparameterize(jax.random.fold_in(key_, i), mean, log_var)
         return model.likelihood.nll(
             model.decode(p, z[None], None if yi is None else yi[None]), xi[None]
         )[0]

@@ -57,6 +57,12 @@ def diag_gaussian_log_prob(z: jax.Array, mean: jax.Array, log_var: jax.Array) ->
     )
 
 
+def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I): differentiable in mean, log_var."""
+    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    return mean + jnp.exp(0.5 * log_var) * eps
+
+
 def std_normal_log_prob(z: jax.Array) -> jax.Array:
     """log N(z | 0, I), summed over the last axis."""
     return jnp.sum(-0.5 * (math.log(2 * math.pi) + z**2), axis=-1)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from typing import NamedTuple
 
+from aevae_jax import metrics as M
 from aevae_jax.models import model_info
 
 # How each metric reads: a name for sentences and whether lower values are better.
@@ -84,15 +86,35 @@ def interval(c: dict | None, digits: int = 2) -> str:
 # ----------------------------------------------------------------------------- the article
 
 
+class Pair(NamedTuple):
+    """The article's two models in a comparison: a (the autoencoder) and b (the
+    variational one), their upper-case labels and their metrics."""
+
+    m: dict
+    a: str
+    b: str
+    A: str
+    B: str
+    ra: dict
+    rb: dict
+
+
 def article_rows(m: dict) -> list[dict]:
     """The article's table for the comparison's pair (a: the autoencoder, b: the
     variational one), one dict per row: the two claims, what was measured, and a
     sentence saying whether the measurement supports the claim."""
     a, b = m["config"]["pair"]
-    A, B = a.upper(), b.upper()
-    ra, rb = m["models"][a], m["models"][b]
-    rows = []
+    p = Pair(m, a, b, a.upper(), b.upper(), m["models"][a], m["models"][b])
+    rows = (objective_row, latent_row, loss_row, sampling_row, generative_row, applications_row)
+    return [row for row in (make(p) for make in rows) if row is not None]
 
+
+def _row(name: str, ae: str, vae: str, measured: str, verdict: str) -> dict:
+    return {"row": name, "ae": ae, "vae": vae, "measured": measured, "verdict": verdict}
+
+
+def objective_row(p: Pair) -> dict:
+    m, a, b, A, B, ra, rb = p
     rec = better(m, "test_mse", a, b)
     grey_bernoulli = m["config"].get("binarize") == "none" and rb.get("likelihood") == "bernoulli"
     nll_name = "cross-entropy bound (grey levels)" if grey_bernoulli else "NLL"
@@ -102,60 +124,56 @@ def article_rows(m: dict) -> list[dict]:
         if has_density
         else "both or neither assign the data a likelihood"
     )
+    mse_interval = interval(comparison(m, "test_mse", a, b))
     rec_text = {
-        a: f"the {A} reconstructs better{interval(comparison(m, 'test_mse', a, b))}",
-        b: f"the {B} reconstructs better{interval(comparison(m, 'test_mse', a, b))}",
-        None: f"there is no measurable difference in reconstruction"
-        f"{interval(comparison(m, 'test_mse', a, b))}",
+        a: f"the {A} reconstructs better{mse_interval}",
+        b: f"the {B} reconstructs better{mse_interval}",
+        None: f"there is no measurable difference in reconstruction{mse_interval}",
     }[rec]
-    rows.append(
-        {
-            "row": "Objective",
-            "ae": "compress and reconstruct",
-            "vae": "model the data distribution, generate",
-            "measured": (
-                f"test MSE: {A} {_f(ra['test_mse'])}, {B} {_f(rb['test_mse'])}; PSNR "
-                f"{_f(ra['test_psnr'])} vs {_f(rb['test_psnr'])} dB; {B} {nll_name} (IWAE, "
-                f"K={rb.get('iwae_k')}) {_f(rb.get('test_nll_iwae'))} nats, {A} "
-                f"{_f(ra.get('test_nll_iwae')) if ra.get('test_nll_iwae') is not None else 'none'}"
-            ),
-            "verdict": (
-                "Supported"
-                if rec == a and has_density
-                else "Partly supported"
-                if rec == a or has_density
-                else "Not supported"
-            )
-            + f": {rec_text}, and {density_clause}.",
-        }
+    support = (
+        "Supported"
+        if rec == a and has_density
+        else "Partly supported"
+        if rec == a or has_density
+        else "Not supported"
+    )
+    return _row(
+        "Objective",
+        "compress and reconstruct",
+        "model the data distribution, generate",
+        f"test MSE: {A} {_f(ra['test_mse'])}, {B} {_f(rb['test_mse'])}; PSNR "
+        f"{_f(ra['test_psnr'])} vs {_f(rb['test_psnr'])} dB; {B} {nll_name} (IWAE, "
+        f"K={rb.get('iwae_k')}) {_f(rb.get('test_nll_iwae'))} nats, {A} "
+        f"{_f(ra.get('test_nll_iwae')) if ra.get('test_nll_iwae') is not None else 'none'}",
+        f"{support}: {rec_text}, and {density_clause}.",
     )
 
+
+def latent_row(p: Pair) -> dict:
+    m, _, _, A, B, _, rb = p
     au = rb.get("active_units")
     L = len(rb.get("kl_per_dim", [])) or m["config"]["latent_dim"]
     spread = rb.get("posterior_std_active")
     distributional = spread is not None and spread > 0.05 and au is not None and au > 0
     most_active = au is not None and au >= L / 2
-    rows.append(
-        {
-            "row": "Latent space",
-            "ae": "fixed, deterministic",
-            "vae": "a distribution (Gaussian: mean and variance)",
-            "measured": (
-                f"{B} q(z|x): mean posterior std in active dimensions {_f(spread, 3)}, active "
-                f"units {au}/{L}, KL {_f(rb.get('test_kl'))} nats; {A}: one point per image"
-            ),
-            "verdict": (
-                f"Supported: each {B} code is a Gaussian of non-trivial width, and {au} of {L} "
-                "dimensions carry information."
-                if distributional and most_active
-                else f"Partly: the {B} codes are Gaussians, but only {au} of {L} dimensions carry "
-                "information; the others have collapsed to the prior."
-                if distributional
-                else f"Not supported: the {B} posterior is not a spread-out Gaussian here."
-            ),
-        }
+    return _row(
+        "Latent space",
+        "fixed, deterministic",
+        "a distribution (Gaussian: mean and variance)",
+        f"{B} q(z|x): mean posterior std in active dimensions {_f(spread, 3)}, active "
+        f"units {au}/{L}, KL {_f(rb.get('test_kl'))} nats; {A}: one point per image",
+        f"Supported: each {B} code is a Gaussian of non-trivial width, and {au} of {L} "
+        "dimensions carry information."
+        if distributional and most_active
+        else f"Partly: the {B} codes are Gaussians, but only {au} of {L} dimensions carry "
+        "information; the others have collapsed to the prior."
+        if distributional
+        else f"Not supported: the {B} posterior is not a spread-out Gaussian here.",
     )
 
+
+def loss_row(p: Pair) -> dict:
+    _, _, _, A, B, ra, rb = p
     # The K = 1 estimate and the two terms use independent draws, so their gap is noise
     # around zero; a bug (a missing term, a wrong sign) shows as a gap of many standard
     # errors, so the check allows four (a false alarm about once in 16,000 runs).
@@ -163,55 +181,50 @@ def article_rows(m: dict) -> list[dict]:
     se = None if gap is None else (gap["hi"] - gap["lo"]) / (2 * 1.96)
     consistent = gap is not None and abs(gap["diff"]) <= 4 * se
     gap_text = "" if gap is None else f"; gap {gap['diff']:+.2f} nats, s.e. {se:.2f}"
-    rows.append(
-        {
-            "row": "Loss",
-            "ae": "reconstruction, MSE",
-            "vae": "-E_q(z|x)[log p(x|z)] + KL(q(z|x) || p(z))",
-            "measured": (
-                f"{A} test {ra.get('likelihood', 'mse')} reconstruction "
-                f"{_f(ra.get('test_recon_nll'))}; {B} test -ELBO {_f(rb.get('test_neg_elbo'))} "
-                f"(one importance sample) = {_f(rb.get('test_distortion'))} distortion + "
-                f"{_f(rb.get('test_kl'))} KL (nats/image{gap_text})"
-            ),
-            "verdict": (
-                f"Supported: each model was trained on the article's loss; the {B}'s bound "
-                f"spends {_f(rb.get('test_kl'))} nats per image on the KL term that the {A} does "
-                "not pay, and its two terms add up to the bound within sampling noise."
-                if consistent
-                else f"Not checked: the {B}'s -ELBO and its terms are not both measured, or they "
-                "differ by more than four standard errors; see metrics.json (elbo_gap)."
-            ),
-        }
+    return _row(
+        "Loss",
+        "reconstruction, MSE",
+        "-E_q(z|x)[log p(x|z)] + KL(q(z|x) || p(z))",
+        f"{A} test {ra.get('likelihood', 'mse')} reconstruction "
+        f"{_f(ra.get('test_recon_nll'))}; {B} test -ELBO {_f(rb.get('test_neg_elbo'))} "
+        f"(one importance sample) = {_f(rb.get('test_distortion'))} distortion + "
+        f"{_f(rb.get('test_kl'))} KL (nats/image{gap_text})",
+        f"Supported: each model was trained on the article's loss; the {B}'s bound "
+        f"spends {_f(rb.get('test_kl'))} nats per image on the KL term that the {A} does "
+        "not pay, and its two terms add up to the bound within sampling noise."
+        if consistent
+        else f"Not checked: the {B}'s -ELBO and its terms are not both measured, or they "
+        "differ by more than four standard errors; see metrics.json (elbo_gap).",
     )
 
-    ratio = m.get("step_time_ratios", {}).get(f"{b}/{a}")
-    if ratio is not None:
-        slower = ratio["q1"] > 1.0
-        faster = ratio["q3"] < 1.0
-        rows.append(
-            {
-                "row": "Sampling",
-                "ae": "not applicable",
-                "vae": "reparameterised samples during training",
-                "measured": (
-                    f"train step, interleaved in one process: {A} {_f(ra.get('step_ms'), 3)} ms, "
-                    f"{B} {_f(rb.get('step_ms'), 3)} ms; {B}/{A} {ratio['median']:.2f}x "
-                    f"(interquartile range of per-round ratios {ratio['q1']:.2f}-{ratio['q3']:.2f})"
-                ),
-                "verdict": (
-                    f"Supported: the {B} draws a reparameterised z per image per step, which with "
-                    f"its larger encoder head costs {ratio['median'] - 1:+.0%} step time here."
-                    if slower
-                    else f"Supported in kind (the {B} samples during training), but its step is "
-                    "not measurably slower here."
-                    if not faster
-                    else f"Supported in kind (the {B} samples during training), though its step "
-                    "was faster here."
-                ),
-            }
-        )
 
+def sampling_row(p: Pair) -> dict | None:
+    m, a, b, A, B, ra, rb = p
+    ratio = m.get("step_time_ratios", {}).get(f"{b}/{a}")
+    if ratio is None:
+        return None
+    slower = ratio["q1"] > 1.0
+    faster = ratio["q3"] < 1.0
+    return _row(
+        "Sampling",
+        "not applicable",
+        "reparameterised samples during training",
+        f"train step, interleaved in one process: {A} {_f(ra.get('step_ms'), 3)} ms, "
+        f"{B} {_f(rb.get('step_ms'), 3)} ms; {B}/{A} {ratio['median']:.2f}x "
+        f"(interquartile range of per-round ratios {ratio['q1']:.2f}-{ratio['q3']:.2f})",
+        f"Supported: the {B} draws a reparameterised z per image per step, which with "
+        f"its larger encoder head costs {ratio['median'] - 1:+.0%} step time here."
+        if slower
+        else f"Supported in kind (the {B} samples during training), but its step is "
+        "not measurably slower here."
+        if not faster
+        else f"Supported in kind (the {B} samples during training), though its step "
+        "was faster here.",
+    )
+
+
+def generative_row(p: Pair) -> dict:
+    m, a, b, A, B, ra, rb = p
     fd_a, fd_b, fd_ex = (
         ra.get("prior_sample_fd"),
         rb.get("prior_sample_fd"),
@@ -252,16 +265,17 @@ def article_rows(m: dict) -> list[dict]:
             )
         else:
             gen_verdict = "Not supported: no measurable difference between the two models' samples."
-    rows.append(
-        {
-            "row": "Generative ability",
-            "ae": "limited",
-            "vae": "high: new samples from the prior",
-            "measured": gen_measured,
-            "verdict": gen_verdict,
-        }
+    return _row(
+        "Generative ability",
+        "limited",
+        "high: new samples from the prior",
+        gen_measured,
+        gen_verdict,
     )
 
+
+def applications_row(p: Pair) -> dict:
+    m, a, b, A, B, ra, rb = p
     denoise = better(m, "test_denoise_mse", a, b)
     probe = better(m, "probe_accuracy", a, b) if ra.get("probe_accuracy") is not None else "n/a"
     measured = (
@@ -287,17 +301,14 @@ def article_rows(m: dict) -> list[dict]:
         )
     wins = [denoise == a] + ([probe == a] if probe != "n/a" else [])
     support = "Supported" if all(wins) else "Partly supported" if any(wins) else "Not supported"
-    rows.append(
-        {
-            "row": "Applications",
-            "ae": "denoising, dimensionality reduction, features",
-            "vae": "synthesis, generative modelling, augmentation",
-            "measured": measured,
-            "verdict": f"{support} for the {A}'s uses: {'; '.join(parts)}; the {B}'s synthesis is "
-            "the generative row above.",
-        }
+    return _row(
+        "Applications",
+        "denoising, dimensionality reduction, features",
+        "synthesis, generative modelling, augmentation",
+        measured,
+        f"{support} for the {A}'s uses: {'; '.join(parts)}; the {B}'s synthesis is "
+        "the generative row above.",
     )
-    return rows
 
 
 def _fd_vs(ra: dict, rb: dict, key_a: str, key_b: str) -> int:
@@ -328,8 +339,8 @@ def check_claims(m: dict) -> list[dict]:
                 if claim.than not in models:
                     continue
                 ref = models[claim.than].get(claim.metric)
-                d = direction(comparison(m, claim.metric, claim.than, name))
                 c = comparison(m, claim.metric, claim.than, name)
+                d = direction(c)
                 want = -1 if claim.better == "lower" else 1
                 supported = None if d == 0 else d == want
                 measured = f"{label}: {name} {_f(value)}, {claim.than} {_f(ref)}{interval(c)}"
@@ -342,11 +353,7 @@ def check_claims(m: dict) -> list[dict]:
                     else claim.than
                 )
                 n = r.get(claim.metric.replace("accuracy", "n"))
-                se = (
-                    math.sqrt(value * (1 - value) / n)
-                    if claim.metric.endswith("accuracy") and n
-                    else 0.0
-                )
+                se = M.binomial_se(value, n) if claim.metric.endswith("accuracy") and n else 0.0
                 hi, lo = value + 1.96 * se, value - 1.96 * se
                 supported = lo > ref if claim.better == "higher" else hi < ref
                 what = "chance" if claim.than == "chance" else "the threshold"

@@ -19,9 +19,9 @@ import jax.numpy as jnp
 from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import RunConfig
 from aevae_jax.data import Dataset, DataSpec, load_dataset
-from aevae_jax.errors import UserError, require
+from aevae_jax.errors import UserError
 from aevae_jax.models import Model, import_models, make_model
-from aevae_jax.train import CONFIG_FILE, METRICS_FILE, checkpoint_tree, init_state, plan_stages
+from aevae_jax.train import METRICS_FILE, checkpoint_tree, init_state, plan_stages, read_config
 
 
 @dataclasses.dataclass
@@ -42,26 +42,6 @@ def read_history(run_dir: str) -> list[dict]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def read_config(run_dir: str) -> tuple[RunConfig, DataSpec, int]:
-    """(run config, data description, steps per epoch) from `run_dir`/config.json."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    require(
-        os.path.isfile(path),
-        f"{run_dir!r} is not a run directory (no {CONFIG_FILE}); pass the --out of an "
-        "`aevae train` run",
-    )
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-        spec = saved["data_spec"]
-        return RunConfig.from_dict(saved["run"]), DataSpec(**spec), int(saved["steps_per_epoch"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserError(
-            f"{path} is damaged or from an older version of aevae_jax ({type(e).__name__}: "
-            f"{e}); retrain the run"
-        ) from None
 
 
 def load_run(

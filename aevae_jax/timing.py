@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from aevae_jax.config import RunConfig
 from aevae_jax.models import Model
+from aevae_jax.progress import progress_bar
 from aevae_jax.train import TrainState, init_state, make_streams, make_train_epoch, plan_stages
 
 
@@ -34,15 +35,8 @@ def interleaved_step_times(
     the training split holds fewer batches) on the first training images, after a
     compile-and-warm-up call; the order of models rotates each round.
     """
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=len(runs) * (rounds + 1),
-        desc="step times",
-        unit="run",
-        leave=False,
-        disable=not progress,
-        dynamic_ncols=True,
+    bar = progress_bar(
+        total=len(runs) * (rounds + 1), desc="step times", unit="run", enabled=progress
     )
     prepared = {}
     for name, (model, cfg) in runs.items():
@@ -56,19 +50,18 @@ def interleaved_step_times(
         state = TrainState(params, opt_states[plan.name], jnp.zeros((), jnp.int32))
         state, _ = epoch(state, keys, x, y, 0)  # compile and warm up
         jax.block_until_ready(state)
-        prepared[name] = [epoch, state, keys, x, y]
+        prepared[name] = [epoch, state, keys, x, y, n // cfg.batch_size]
         bar.update()
 
     names = list(prepared)
-    cfg_of = {name: cfg.batch_size for name, (_, cfg) in runs.items()}
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            epoch, state, keys, x, y = prepared[name]
+            epoch, state, keys, x, y, steps_run = prepared[name]
             t0 = time.perf_counter()
             state, metrics = epoch(state, keys, x, y, r + 1)
             jax.block_until_ready((state, metrics))
-            times[name].append(1000 * (time.perf_counter() - t0) / (len(x) // cfg_of[name]))
+            times[name].append(1000 * (time.perf_counter() - t0) / steps_run)
             prepared[name][1] = state
             bar.update()
     bar.close()

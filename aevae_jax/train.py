@@ -33,11 +33,12 @@ import optax
 
 from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import RunConfig
-from aevae_jax.data import Dataset, load_dataset, preprocess
+from aevae_jax.data import Dataset, DataSpec, load_dataset, preprocess
 from aevae_jax.errors import UserError, require
 from aevae_jax.evaluate import make_epoch_test, selection_metric
 from aevae_jax.models import Batch, Model, import_models, make_model, resolve
 from aevae_jax.optim import make_optimizer
+from aevae_jax.progress import progress_bar
 
 STREAMS = ("init", "data", "binarize", "model", "eval")
 CONFIG_FILE = "config.json"
@@ -193,33 +194,17 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, imports=imports, model=resolve(cfg.model))
 
 
-def _with_saved_imports(cfg: RunConfig) -> RunConfig:
-    """On resume without --import, the modules the run was trained with."""
-    path = os.path.join(cfg.out, CONFIG_FILE)
-    if cfg.imports or not os.path.isfile(path):
-        return cfg
-    try:
-        with open(path) as f:
-            imports = json.load(f)["run"].get("imports", [])
-    except (OSError, ValueError, KeyError, TypeError):
-        return cfg  # _check_resumable reports the damage
-    return dataclasses.replace(cfg, imports=tuple(imports))
-
-
-def _check_resumable(cfg: RunConfig, out: str) -> RunConfig:
-    """The run saved in `out`, after checking that `cfg` may resume it."""
-    with open(os.path.join(out, CONFIG_FILE)) as f:
-        saved = RunConfig.from_dict(json.load(f)["run"])
+def _check_resumable(cfg: RunConfig, saved: RunConfig) -> None:
+    """Check that `cfg` may resume the run `saved` in cfg.out."""
     # Only the epoch budget may change on resume (and only under a constant learning
     # rate, since schedules span the whole run); anything else makes a different run.
     same_out = os.path.normpath(saved.out) == os.path.normpath(cfg.out)
     if dataclasses.replace(saved, epochs=cfg.epochs, out=cfg.out) != cfg or not same_out:
         raise UserError(
-            f"--resume: the options differ from the run saved in {out!r} "
+            f"--resume: the options differ from the run saved in {cfg.out!r} "
             f"(saved: {saved.to_dict()}); resume with the same options (only --epochs may "
             "change), or start a new run with another --out"
         )
-    return saved
 
 
 def _check_epoch_change(saved_epochs: int, cfg: RunConfig, done: int, stages: int) -> None:
@@ -273,6 +258,26 @@ def write_config(out: str, cfg: RunConfig, dataset: Dataset, steps_per_epoch: in
     os.replace(tmp, os.path.join(out, CONFIG_FILE))
 
 
+def read_config(run_dir: str) -> tuple[RunConfig, DataSpec, int]:
+    """(run config, data description, steps per epoch) from `run_dir`/config.json."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    require(
+        os.path.isfile(path),
+        f"{run_dir!r} is not a run directory (no {CONFIG_FILE}); pass the --out of an "
+        "`aevae train` run",
+    )
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        spec = saved["data_spec"]
+        return RunConfig.from_dict(saved["run"]), DataSpec(**spec), int(saved["steps_per_epoch"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(
+            f"{path} is damaged or from an older version of aevae_jax ({type(e).__name__}: "
+            f"{e}); retrain the run"
+        ) from None
+
+
 def init_state(model: Model, plans: list[StagePlan], key, x, y):
     """Initial parameters and one optimiser state per stage: {stage: opt_state}."""
     batch = Batch(x[:1].astype(jnp.float32), None if y is None else y[:1])
@@ -287,10 +292,15 @@ def fit(
     progress: bool = True,
 ) -> FitResult:
     """Train `cfg` to its last epoch (from its latest checkpoint when `resume`)."""
-    cfg = prepare_config(_with_saved_imports(cfg) if resume else cfg)
+    has_run = os.path.isfile(os.path.join(cfg.out, CONFIG_FILE))
+    saved = read_config(cfg.out)[0] if resume and has_run else None
+    if saved is not None and not cfg.imports:
+        cfg = dataclasses.replace(cfg, imports=saved.imports)  # the run's own modules
+    cfg = prepare_config(cfg)
     out = cfg.out
     prepare_out_dir(out, resume)
-    saved = _check_resumable(cfg, out) if resume else None
+    if saved is not None:
+        _check_resumable(cfg, saved)
     if dataset is None:
         dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir)
     dataset = dataset.take_train(cfg.data.train_size)
@@ -334,7 +344,15 @@ def fit(
     select = selection_metric(model)
     last = total_epochs(plans)
     compiled: dict[str, tuple[Callable, Callable, float]] = {}
-    bar = _progress(range(start_epoch, last), cfg, last, progress, start_epoch)
+    bar = progress_bar(
+        range(start_epoch, last),
+        total=last,
+        initial=start_epoch,
+        desc=f"{cfg.model.name} on {cfg.data.dataset}",
+        unit="epoch",
+        enabled=progress,
+        leave=True,
+    )
     for epoch in bar:
         plan = stage_at(plans, epoch)
         if plan.name not in compiled:
@@ -374,12 +392,11 @@ def fit(
             test[select] if in_last_stage else float("nan"),
             periodic,
         )
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(
-                stage=plan.name,
-                objective=f"{row['train_objective']:.2f}",
-                **{select.removeprefix("test_"): f"{test[select]:.2f}"},
-            )
+        bar.set_postfix(
+            stage=plan.name,
+            objective=f"{row['train_objective']:.2f}",
+            **{select.removeprefix("test_"): f"{test[select]:.2f}"},
+        )
     checkpoints.close()
     return FitResult(model, params, history, out, dataset)
 
@@ -405,18 +422,3 @@ def checkpoint_tree(params, opt_states: dict, step, epoch: int, seed: int) -> di
         "epoch": np.asarray(epoch, np.int64),
         "root_key": np.asarray(jax.random.key_data(jax.random.key(seed))),
     }
-
-
-def _progress(epochs, cfg: RunConfig, total: int, enabled: bool, start: int):
-    if not enabled:
-        return epochs
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        epochs,
-        total=total,
-        initial=start,
-        desc=f"{cfg.model.name} on {cfg.data.dataset}",
-        unit="epoch",
-        dynamic_ncols=True,
-    )

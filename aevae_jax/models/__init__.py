@@ -117,7 +117,13 @@ def register(
     return add
 
 
-OPTION_TYPES = (bool, int, float, str)
+# What each option type accepts: bools are not ints here, and ints are accepted as floats.
+_ACCEPTS = {
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
 
 
 def option_type(f: dataclasses.Field, owner: type) -> type:
@@ -132,7 +138,7 @@ def _check_options_class(name: str, options: type) -> None:
     for f in dataclasses.fields(options):
         if f.default is dataclasses.MISSING:
             raise TypeError(f"option {name}.{f.name} needs a default")
-        if option_type(f, options) not in OPTION_TYPES:
+        if option_type(f, options) not in _ACCEPTS:
             raise TypeError(f"option {name}.{f.name} must be a bool, int, float or str")
 
 
@@ -234,16 +240,9 @@ def resolve_options(info: ModelInfo, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _coerce(model: str, name: str, kind: type, value: Any) -> Any:
-    ok = (
-        isinstance(value, bool)
-        if kind is bool
-        else isinstance(value, int) and not isinstance(value, bool)
-        if kind is int
-        else isinstance(value, int | float) and not isinstance(value, bool)
-        if kind is float
-        else isinstance(value, str)
+    require(
+        _ACCEPTS[kind](value), f"option {name} of {model} must be a {kind.__name__}, got {value!r}"
     )
-    require(ok, f"option {name} of {model} must be a {kind.__name__}, got {value!r}")
     return float(value) if kind is float else value
 
 

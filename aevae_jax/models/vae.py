@@ -21,16 +21,11 @@ from aevae_jax.likelihoods import (
     diag_gaussian_log_prob,
     get_likelihood,
     kl_to_std_normal,
+    reparameterize,
     std_normal_log_prob,
 )
 from aevae_jax.models import register
 from aevae_jax.models.base import Backbone, Encoding, Model, make_backbone_fns, one_hot_labels
-
-
-def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
-    """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I): differentiable in mean, log_var."""
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
-    return mean + jnp.exp(0.5 * log_var) * eps
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,9 @@ from aevae_jax.errors import UserError, require
 # The main job's budget: 30 epochs of AE and VAE on Fashion-MNIST stay well inside
 # 10 minutes on a 2-core CPU (README has the measured time).
 COMPARE_EPOCHS = 30
+# The zoo's budget: every registered model on Fashion-MNIST, well inside half an hour on
+# a 2-core CPU (README has the measured time).
+ZOO_EPOCHS, ZOO_IWAE_K = 10, 100
 DEFAULT_MODEL = "vae"  # aevae train
 DEFAULT_MODELS = "ae,vae"  # aevae compare, and the article's pair
 OPTION_PREFIX = "model_option__"
@@ -53,8 +56,9 @@ def add_train_options(
     g.add_argument(
         "--dataset",
         default=d.dataset,
-        help="tfds name (fashion_mnist, mnist, binarized_mnist, kmnist, cifar10) "
-        "or a path to an .npz with x_train, x_test [, y_train, y_test] "
+        help="tfds name (fashion_mnist, mnist, binarized_mnist, kmnist, cifar10), "
+        "sklearn_photos (32x32 colour patches of scikit-learn's two sample photographs, "
+        "offline), or a path to an .npz with x_train, x_test [, y_train, y_test] "
         "(default: %(default)s)",
     )
     g.add_argument(
@@ -95,7 +99,8 @@ def add_train_options(
     g.add_argument(
         "--likelihood",
         default=None,
-        help="bernoulli, gaussian or mse (default: the model's own; AE: mse, VAE: bernoulli)",
+        help="bernoulli, gaussian, mse, or logistic (discretised, for 8-bit colour images "
+        "with --binarize none) (default: the model's own; AE: mse, VAE: bernoulli)",
     )
     g = p.add_argument_group("optimisation")
     g.add_argument(
@@ -261,6 +266,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 parts.append(f"{label} {m[key]:.2f}")
         print(f"{name:>10}: " + ", ".join(parts))
     print(f"report: {os.path.join(os.path.abspath(cfg.out), 'report.md')}")
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from aevae_jax.compare import parse_models
+    from aevae_jax.zoo import run_zoo
+
+    models = parse_models(args.models) if args.models else None
+    cfg = run_config_from_args(args, models[0] if models else "ae", {})
+    command = "aevae " + " ".join(sys.argv[1:]) if args.argv is None else args.argv
+    zoo = run_zoo(
+        cfg,
+        models=models,
+        options=model_options_from_args(args),
+        iwae_k=args.iwae_k,
+        timing_rounds=args.timing_rounds,
+        resume=args.resume,
+        quiet=args.quiet,
+        command=command.strip(),
+    )
+    print(f"{len(zoo['rows'])} models in {zoo['wall_seconds']:.0f} s")
+    print(f"table: {os.path.join(os.path.abspath(cfg.out), 'zoo.md')}")
     return 0
 
 
@@ -510,6 +537,35 @@ def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
     )
     add_train_options(p, out_default="runs/compare", epochs_default=COMPARE_EPOCHS)
     add_model_options(p, selected)
+
+    from aevae_jax.models import model_names
+
+    p = command(
+        "zoo",
+        cmd_zoo,
+        help="every registered model under one budget, in one table (zoo.md, zoo.json)",
+        description="Train every registered model (or --models) with the same data, "
+        "backbone and budget, evaluate each, and write zoo.json, zoo.md and overview.png "
+        "(a row of reconstructions and of samples per model) into --out, beside what "
+        "`aevae compare` writes. Models that need labels are skipped on unlabelled data.",
+        epilog=models_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--models", default=None, help="comma-separated model names (default: every one)"
+    )
+    p.add_argument(
+        "--iwae-k",
+        type=int,
+        default=ZOO_IWAE_K,
+        help="importance samples for the log-likelihood (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timing-rounds", type=int, default=5, help="step-time benchmark rounds (default: 5)"
+    )
+    p.add_argument("--resume", action="store_true", help="reuse the runs already in --out")
+    add_train_options(p, out_default="runs/zoo", epochs_default=ZOO_EPOCHS)
+    add_model_options(p, model_names())
 
     p = command(
         "evaluate",

@@ -46,6 +46,8 @@ PER_IMAGE = {
     "test_bce": "bce",
     "test_recon_nll": "recon_nll",
     "test_denoise_mse": "denoise_mse",
+    "test_inpaint_mse": "inpaint_mse",
+    "code_sparsity": "code_sparsity",
     "test_neg_elbo": "neg_elbo",
     "test_nll_iwae": "nll_iwae",
     "test_kl": "kl",
@@ -100,8 +102,10 @@ def run_compare(
     resume: bool = False,
     quiet: bool = False,
     command: str = "aevae compare",
+    dataset=None,
 ) -> dict:
-    """Train, evaluate and report; returns the metrics dict written to metrics.json."""
+    """Train, evaluate and report; returns the metrics dict written to metrics.json.
+    `dataset`: the loaded cfg.data.dataset, when the caller has it already."""
     require(iwae_k > 0, f"--iwae-k must be a positive integer, got {iwae_k}")
     require(timing_rounds >= 2, f"--timing-rounds must be at least 2, got {timing_rounds}")
     ensure_writable_dir(cfg.out)
@@ -112,7 +116,7 @@ def run_compare(
         f"{cfg.out!r} already holds a comparison; pass --resume to reuse its runs "
         "(finished ones are not retrained), or choose another --out",
     )
-    full = load_dataset(cfg.data.dataset, cfg.data.data_dir)
+    full = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir)
 
     fits = {}
     for name, c in configs.items():
@@ -239,6 +243,8 @@ COMPARED = (
     "test_mse",
     "test_psnr",
     "test_denoise_mse",
+    "test_inpaint_mse",
+    "code_sparsity",
     "test_recon_nll",
     "test_neg_elbo",
     "test_nll_iwae",

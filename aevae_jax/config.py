@@ -21,7 +21,7 @@ INITS = ("lecun", "torch")  # Flax's layer defaults, or PyTorch's (see nets.laye
 # Names checked here, before any data loads; nets.ACTIVATIONS and likelihoods.LIKELIHOODS
 # hold the functions (a test keeps the names in step).
 ACTIVATION_NAMES = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
-LIKELIHOOD_NAMES = ("bernoulli", "mse", "gaussian")
+LIKELIHOOD_NAMES = ("bernoulli", "mse", "gaussian", "logistic")
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -153,6 +153,11 @@ class RunConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "imports", tuple(self.imports))
+        require(
+            self.model.likelihood != "logistic" or self.data.binarize == "none",
+            "the discretised logistic likelihood models the 256 levels of 8-bit pixels; "
+            f"use --binarize none with it (got --binarize {self.data.binarize})",
+        )
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("checkpoint_every", self.checkpoint_every)

@@ -4,6 +4,8 @@
 float32 in [0, 1] for a user's .npz of floats; labels int32 [N]). Sources:
 - tfds names (`TFDS_NAMES`). Fashion-MNIST is prepared offline from Debian's IDX
   files when tfds' own copy is not prepared (see fashion_mnist_idx.py).
+- `sklearn_photos`: real colour images that work offline, 32 x 32 patches of the two
+  photographs in scikit-learn's wheel (`load_sklearn_photos`);
 - a path to an `.npz` with `x_train`, `x_test` and optional `y_train`, `y_test`,
   read without pickle and validated (shape, dtype, NaN, range [0, 1]).
 A data set that is neither prepared nor obtainable fails within seconds with a
@@ -28,6 +30,9 @@ import numpy as np
 from aevae_jax.errors import UserError, require
 
 TFDS_NAMES = ("fashion_mnist", "mnist", "binarized_mnist", "kmnist", "cifar10")
+# Real colour images that work offline: 32 x 32 patches of the two photographs that
+# scikit-learn ships (see load_sklearn_photos).
+PHOTOS_NAME = "sklearn_photos"
 # The statically binarized copy is one fixed draw, the same for every run and seed.
 _STATIC_BINARIZATION_SEED = 20_140_101
 
@@ -102,10 +107,12 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     """Load a whole data set: a tfds name from TFDS_NAMES or a path to an .npz file."""
     if name.endswith(".npz"):
         return load_npz(name)
+    if name == PHOTOS_NAME:
+        return load_sklearn_photos()
     if name not in TFDS_NAMES:
         raise UserError(
-            f"unknown dataset {name!r}; use one of {', '.join(TFDS_NAMES)} or a path to an "
-            ".npz file with x_train and x_test"
+            f"unknown dataset {name!r}; use one of {', '.join((*TFDS_NAMES, PHOTOS_NAME))} "
+            "or a path to an .npz file with x_train and x_test"
         )
     return _load_tfds(name, data_dir)
 
@@ -195,6 +202,51 @@ def _load_tfds(name: str, data_dir: str | None) -> Dataset:
         y_test=splits["test"][1],
         class_names=class_names,
     )
+
+
+PHOTO_PATCH, PHOTO_STRIDE, PHOTO_TEST_COLUMNS = 32, 16, 128
+
+
+def photo_patches(image: np.ndarray, x_from: int, x_to: int) -> np.ndarray:
+    """Every 32 x 32 patch of `image` [H, W, 3] on a 16-pixel grid that lies wholly in
+    the columns [x_from, x_to): [N, 32, 32, 3], row-major."""
+    p, s = PHOTO_PATCH, PHOTO_STRIDE
+    return np.stack(
+        [
+            image[top : top + p, left : left + p]
+            for top in range(0, image.shape[0] - p + 1, s)
+            for left in range(x_from, x_to - p + 1, s)
+        ]
+    )
+
+
+def load_sklearn_photos() -> Dataset:
+    """32 x 32 colour patches of the two photographs in scikit-learn's wheel
+    (`sklearn.datasets.load_sample_images`: china.jpg and flower.jpg, 427 x 640 RGB).
+
+    Patches lie on a 16-pixel grid (neighbours overlap by half). The rightmost 128
+    columns of each photograph give the test split, the columns left of them the
+    training split, so no test pixel appears in a training patch: 1,550 training and
+    350 test patches, uint8 [32, 32, 3], labelled by photograph (0 china, 1 flower).
+    """
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError:
+        raise UserError(
+            f"the {PHOTOS_NAME} data set needs scikit-learn: pip install scikit-learn"
+        ) from None
+    photos = load_sample_images()
+    splits = {"train": ([], []), "test": ([], [])}
+    for label, image in enumerate(photos.images):
+        cut = image.shape[1] - PHOTO_TEST_COLUMNS
+        for split, (lo, hi) in (("train", (0, cut)), ("test", (cut, image.shape[1]))):
+            patches = photo_patches(np.asarray(image, np.uint8), lo, hi)
+            splits[split][0].append(patches)
+            splits[split][1].append(np.full(len(patches), label, np.int32))
+    x_train, y_train = (np.concatenate(a) for a in splits["train"])
+    x_test, y_test = (np.concatenate(a) for a in splits["test"])
+    names = tuple(os.path.splitext(os.path.basename(f))[0] for f in photos.filenames)
+    return Dataset(PHOTOS_NAME, x_train, x_test, y_train, y_test, class_names=names)
 
 
 def load_npz(path: str) -> Dataset:

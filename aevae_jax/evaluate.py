@@ -23,9 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from aevae_jax import metrics as M
+from aevae_jax.corruption import corrupt, patch_mask, pixel_mask
 from aevae_jax.data import preprocess
 from aevae_jax.likelihoods import (
     bernoulli_log_prob,
+    bits_per_dim,
     kl_to_std_normal,
     reparameterize,
     squared_error,
@@ -178,25 +180,36 @@ def make_epoch_test(model: Model, loss: Callable, binarize: str, chunk: int = 10
 
 def reconstruction_errors(model: Model, params, batch: Batch) -> dict[str, jax.Array]:
     """Per-example reconstruction errors through the code: squared error summed over
-    pixels (the article's ||X - X_hat||^2), Bernoulli cross-entropy in nats, PSNR in dB
-    (peak 1, per-pixel mean squared error) and the model's own -log p(x | code)."""
+    pixels (the article's ||X - X_hat||^2), PSNR in dB (peak 1, per-pixel mean squared
+    error), the model's own -log p(x | code), and the Bernoulli cross-entropy in nats
+    where the decoder gives one logit per sub-pixel."""
     logits = model.decode(params, model.encode(params, batch).code, batch.y)
     x = batch.x
     sq = sum_per_example(squared_error(model.likelihood.mean(logits), x))
-    return {
+    errors = {
         "mse": sq,
-        "bce": -sum_per_example(bernoulli_log_prob(logits, x)),
         "psnr": M.psnr(sq, math.prod(x.shape[1:])),
         "recon_nll": model.likelihood.nll(logits, x),
     }
+    if model.likelihood.channels == 1:  # decoder outputs are Bernoulli logits
+        errors["bce"] = -sum_per_example(bernoulli_log_prob(logits, x))
+    return errors
 
 
-def corrupt(key: jax.Array, x: jax.Array, rate: float = 0.2) -> jax.Array:
-    """Salt-and-pepper noise: each pixel, with probability `rate`, becomes 0 or 1."""
-    k_where, k_value = jax.random.split(key)
-    hit = jax.random.bernoulli(k_where, rate, x.shape)
-    value = jax.random.bernoulli(k_value, 0.5, x.shape).astype(x.dtype)
-    return jnp.where(hit, value, x)
+# The evaluator's fixed tests, the same for every model: salt-and-pepper noise on 20% of
+# the pixels (denoising), and half of the 4 x 4 patches hidden (inpainting).
+EVAL_NOISE = ("salt_and_pepper", 0.2)
+EVAL_PATCH, EVAL_MASK_RATIO = 4, 0.5
+
+
+def inpainting_mask(key: jax.Array, image_shape: tuple[int, ...]) -> jax.Array | None:
+    """One test image's pixel visibility [H, W, 1] for the inpainting test (None where
+    EVAL_PATCH does not divide the image)."""
+    h, w = image_shape[0], image_shape[1]
+    if h % EVAL_PATCH or w % EVAL_PATCH:
+        return None
+    grid = (h // EVAL_PATCH, w // EVAL_PATCH)
+    return pixel_mask(patch_mask(key, 1, grid, EVAL_MASK_RATIO), EVAL_PATCH)[0]
 
 
 def encode_split(model: Model, params, x: jax.Array, y=None, chunk: int = 500) -> Encoding:
@@ -264,15 +277,22 @@ def evaluate_model(
 ) -> Evaluation:
     """The test-split metrics of one trained model.
 
-    Every model: test_mse, test_bce, test_psnr, test_recon_nll, test_denoise_mse, and,
-    with labels, probe_accuracy. Then by capability:
+    Every model: test_mse, test_psnr, test_recon_nll (and test_bce for one-logit
+    decoders), test_denoise_mse (a salt-and-pepper-corrupted input, scored against the
+    clean one), test_inpaint_mse (half the 4 x 4 patches hidden, scored on the hidden
+    pixels; Batch.mask tells the model which), and, with labels, probe_accuracy. Then
+    by capability:
     - Gaussian q(z|x) (Encoding.log_var): test_kl (rate), test_distortion
       (E_q[-log p(x|z)], one sample), kl_per_dim, active_units, posterior std;
     - continuous codes: latent_prior_fd, the Frechet distance of the aggregate
-      posterior to N(0, I);
+      posterior to N(0, I), and code_sparsity, the mean Hoyer sparsity of the codes;
+    - the model's own `code_report` over the test codes;
     - discrete codes: perplexity and dead_codes of the codebook;
     - log_importance_weights: test_neg_elbo (K = 1) and test_nll_iwae (K = iwae_k, or 1
-      for point posteriors, where one sample is exact);
+      for point posteriors, where one sample is exact); where the likelihood is a
+      probability mass function of the data (Bernoulli on binarized pixels, the
+      discretised logistic on 8-bit ones), both also in bits per dimension (test_bpd,
+      test_bpd_iwae);
     - with a domain classifier: prior_sample_fd (the model's `sample`, else N(0, I)
       codes), expost_sample_fd for continuous codes without a prior, and for
       conditional models conditional_sample_accuracy.
@@ -281,7 +301,9 @@ def evaluate_model(
 
     keys = {
         n: jax.random.fold_in(key, i)
-        for i, n in enumerate(("elbo", "iwae", "samples", "expost", "noise", "distortion"))
+        for i, n in enumerate(
+            ("elbo", "iwae", "samples", "expost", "noise", "distortion", "inpaint")
+        )
     }
     x_test = eval_inputs(jnp.asarray(dataset.x_test), binarize)
     y_test = None if dataset.y_test is None else jnp.asarray(dataset.y_test)
@@ -292,9 +314,14 @@ def evaluate_model(
         errors = reconstruction_errors(model, p, one(xi, yi))
         denoised = model.reconstruct(p, one(noisy, yi))
         errors["denoise_mse"] = sum_per_example(squared_error(denoised, xi[None]))
+        mask = inpainting_mask(jax.random.fold_in(keys["inpaint"], i), xi.shape)
+        if mask is not None:
+            seen = Batch((xi * mask)[None], None if yi is None else yi[None], mask[None])
+            hidden_sq = squared_error(model.reconstruct(p, seen), xi[None]) * (1.0 - mask)
+            errors["inpaint_mse"] = sum_per_example(hidden_sq)
         return jax.tree.map(lambda a: a[0], errors)
 
-    noisy = corrupt(keys["noise"], x_test)
+    noisy = corrupt(keys["noise"], x_test, *EVAL_NOISE)
     rec = jax.device_get(SplitMap(recon_one, chunk)(params, (x_test, y_test, noisy)))
     for k, v in rec.items():
         out[f"test_{k}"] = float(np.mean(v))
@@ -315,8 +342,13 @@ def evaluate_model(
         )
         out["latent_prior_fd"] = fd(np.arange(len(codes)))
         out["latent_prior_fd_se"] = M.bootstrap_se(fd, len(codes), n_boot=50)
+        if codes.shape[1] > 1:  # sparsity needs more than one unit
+            per_image["code_sparsity"] = M.hoyer_sparsity(codes)
+            out["code_sparsity"] = float(np.mean(per_image["code_sparsity"]))
     elif model.num_codes is not None:
         out.update(M.codebook_usage(enc_test.indices, model.num_codes))
+    if model.code_report is not None:
+        out.update(model.code_report(enc_test))
 
     if model.log_importance_weights is not None:
         k = 1 if model.point_posterior else iwae_k
@@ -334,6 +366,11 @@ def evaluate_model(
         per_image["nll_iwae"] = -np.asarray(iwae)
         out["test_nll_iwae"] = float(np.mean(per_image["nll_iwae"]))
         out["iwae_k"] = int(k)
+        data = model.likelihood.data
+        if data == "8bit" or (data == "binary" and binarize != "none"):
+            dims = math.prod(model.image_shape)
+            out["test_bpd"] = bits_per_dim(out["test_neg_elbo"], dims)
+            out["test_bpd_iwae"] = bits_per_dim(out["test_nll_iwae"], dims)
 
     x_train = eval_inputs(jnp.asarray(dataset.x_train), binarize, split=TRAIN_SPLIT)
     y_train = None if dataset.y_train is None else jnp.asarray(dataset.y_train)

@@ -185,41 +185,51 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
     y_test = None if dataset.y_test is None else jnp.asarray(dataset.y_test)
     batch = Batch(x_test[:n], None if y_test is None else y_test[:n])
 
+    recon = {name: np.asarray(r.model.reconstruct(r.params, batch)) for name, r in fits.items()}
     rows = [np.asarray(to_unit_interval(jnp.asarray(dataset.x_test[:n])))]
     labels = ["test image"]
     if cfg.data.binarize != "none":
         rows.append(np.asarray(batch.x))
         labels.append("binarized input")
-    for name, r in fits.items():
-        rows.append(np.asarray(r.model.reconstruct(r.params, batch)))
-        labels.append(name)
     image_rows(
         os.path.join(out, "reconstructions.png"),
-        rows,
-        labels,
+        [*rows, *recon.values()],
+        [*labels, *recon],
         "Reconstructions through the code (the Gaussian's mean)",
     )
 
     x_train = eval_inputs(jnp.asarray(dataset.x_train), cfg.data.binarize, TRAIN_SPLIT)
     y_train = None if dataset.y_train is None else jnp.asarray(dataset.y_train)
-    rows, labels = [], []
+    samples: dict[str, list[tuple[str, np.ndarray]]] = {}  # name -> [(label, images)]
     for i, (name, r) in enumerate(fits.items()):
         k = jax.random.fold_in(key, i)
         y = (jnp.arange(n) % dataset.num_classes) if r.model.conditional else None
-        rows.append(np.asarray(prior_images(r.model, r.params, k, n, y)))
-        labels.append(f"{name}: prior" if r.model.sample else f"{name}: z~N(0,I)")
+        prior = np.asarray(prior_images(r.model, r.params, k, n, y))
+        samples[name] = [(f"{name}: prior" if r.model.sample else f"{name}: z~N(0,I)", prior)]
         if r.model.sample is None:
             codes = encode_split(r.model, r.params, x_train, y_train)
             if codes.indices is None:
                 sampler = expost_gaussian(codes.features)
                 k_ex = jax.random.fold_in(k, 1)
-                rows.append(np.asarray(decode_samples(r.model, r.params, sampler, k_ex, n)))
-                labels.append(f"{name}: ex-post")
+                expost = np.asarray(decode_samples(r.model, r.params, sampler, k_ex, n))
+                samples[name].append((f"{name}: ex-post", expost))
+    pairs_ = [p for name in fits for p in samples[name]]
     image_rows(
         os.path.join(out, "samples.png"),
+        [images for _, images in pairs_],
+        [label for label, _ in pairs_],
+        "New images from sampled codes (decoder means)",
+    )
+    rows, labels = rows[:1], labels[:1]
+    for name in fits:
+        label, images = samples[name][-1]  # ex-post where a model has no prior
+        rows += [recon[name], images]
+        labels += [f"{name}: reconstruction", label]
+    image_rows(
+        os.path.join(out, "overview.png"),
         rows,
         labels,
-        "New images from sampled codes (decoder means)",
+        "Every model: reconstructions of the test images above, then samples",
     )
 
     pairs = interpolation_pairs(dataset.y_test, limit=n)

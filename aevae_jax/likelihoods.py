@@ -1,8 +1,10 @@
 """Log-densities, divergences and the one loss reduction used everywhere.
 
 Conventions (stated once, tested in tests/test_likelihoods.py):
-- Decoders output unconstrained `logits` of the image shape; the image mean is
-  `sigmoid(logits)` for every likelihood, so AE and VAE share one decoder.
+- Decoders output unconstrained `logits` with `channels` values per image channel
+  ([B, H, W, C * channels]): one for Bernoulli, MSE and the fixed-noise Gaussian (the
+  image mean is `sigmoid(logits)`, so AE and VAE share one decoder), two for the
+  discretised logistic (location and log-scale per sub-pixel).
 - Per-example quantities are summed over pixels (and over latent dimensions);
   a batch loss is the mean of per-example values (`batch_mean`).
 - Everything is in nats.
@@ -78,37 +80,95 @@ def log_mean_exp(a: jax.Array, axis: int = 0) -> jax.Array:
     return jax.nn.logsumexp(a, axis=axis) - math.log(a.shape[axis])
 
 
+def discretized_logistic_log_prob(
+    mean: jax.Array, log_scale: jax.Array, x: jax.Array, bins: int = 256
+) -> jax.Array:
+    """Elementwise log P(x) of the discretised logistic (Salimans et al. 2017) for 8-bit
+    images: x in {0, 1/255, ..., 1}, rescaled to [-1, 1] where each of the `bins` values
+    owns a bin of width 2 / (bins - 1); the logistic(mean, exp(log_scale)) mass of that
+    bin, the two edge bins taking the tails. Sums to one over the `bins` values.
+
+    log(sigmoid(a) - sigmoid(b)) is computed as log sigmoid(a) + log sigmoid(-b) +
+    log(1 - exp(b - a)), exact and stable without a density fallback.
+    """
+    half = 1.0 / (bins - 1)
+    xs = 2.0 * x - 1.0
+    inv_s = jnp.exp(-log_scale)
+    upper = inv_s * (xs - mean + half)  # standardised upper bin edge
+    lower = inv_s * (xs - mean - half)
+    width = inv_s * 2.0 * half  # upper - lower > 0
+    interior = jax.nn.log_sigmoid(upper) + jax.nn.log_sigmoid(-lower) + jnp.log(-jnp.expm1(-width))
+    return jnp.where(
+        xs < -1.0 + half,
+        jax.nn.log_sigmoid(upper),  # the lowest value takes the whole lower tail
+        jnp.where(xs > 1.0 - half, jax.nn.log_sigmoid(-lower), interior),
+    )
+
+
 class Likelihood(NamedTuple):
-    """p(x | z) given decoder logits. `nll` returns the per-example negative
-    log-likelihood (or loss) summed over pixels: [B, ...] -> [B]."""
+    """p(x | z) given decoder outputs `logits` [B, H, W, C * channels].
+
+    nll_pixels: elementwise negative log-likelihood (or loss) [B, H, W, C];
+    nll: its per-example sum over pixels [B];
+    mean: the point reconstruction [B, H, W, C] in [0, 1];
+    channels: decoder outputs per image channel;
+    data: what the density is normalised over: "binary" ({0, 1} pixels), "8bit"
+      (256 grey levels) or None (not a probability mass function: MSE, Gaussian),
+      which decides where bits per dimension are reported.
+    """
 
     name: str
-    nll: Callable[[jax.Array, jax.Array], jax.Array]
+    nll_pixels: Callable[[jax.Array, jax.Array], jax.Array]
     mean: Callable[[jax.Array], jax.Array]
+    channels: int = 1
+    data: str | None = None
 
-
-def _bernoulli_nll(logits, x):
-    return -sum_per_example(bernoulli_log_prob(logits, x))
-
-
-def _mse(logits, x):
-    return sum_per_example(squared_error(jax.nn.sigmoid(logits), x))
+    def nll(self, logits: jax.Array, x: jax.Array) -> jax.Array:
+        return sum_per_example(self.nll_pixels(logits, x))
 
 
 GAUSSIAN_LOG_SCALE = math.log(0.1)  # fixed pixel noise sigma = 0.1 of the 'gaussian' likelihood
+LOGISTIC_MIN_LOG_SCALE = -7.0  # floor of the logistic's log-scale (as in PixelCNN++)
 
 
-def _gaussian_nll(logits, x):
-    return -sum_per_example(gaussian_log_prob(jax.nn.sigmoid(logits), x, GAUSSIAN_LOG_SCALE))
+def _logistic_parts(logits):
+    """Decoder outputs [..., 2C] -> (location in [-1, 1] units, floored log-scale)."""
+    mean, log_scale = jnp.split(logits, 2, axis=-1)
+    return mean, jnp.maximum(log_scale, LOGISTIC_MIN_LOG_SCALE)
+
+
+def _logistic_nll(logits, x):
+    mean, log_scale = _logistic_parts(logits)
+    return -discretized_logistic_log_prob(mean, log_scale, x)
+
+
+def _logistic_median(logits):
+    """The distribution's median pixel value, (clip(location, -1, 1) + 1) / 2."""
+    return (jnp.clip(_logistic_parts(logits)[0], -1.0, 1.0) + 1.0) / 2.0
 
 
 LIKELIHOODS: dict[str, Likelihood] = {
-    "bernoulli": Likelihood("bernoulli", _bernoulli_nll, jax.nn.sigmoid),
+    "bernoulli": Likelihood(
+        "bernoulli", lambda logits, x: -bernoulli_log_prob(logits, x), jax.nn.sigmoid, 1, "binary"
+    ),
     # The article's AE loss. As a density it is a Gaussian with variance 1/2, up to a constant.
-    "mse": Likelihood("mse", _mse, jax.nn.sigmoid),
+    "mse": Likelihood(
+        "mse", lambda logits, x: squared_error(jax.nn.sigmoid(logits), x), jax.nn.sigmoid
+    ),
     # A proper density (sigma = 0.1) for VAEs on grey levels.
-    "gaussian": Likelihood("gaussian", _gaussian_nll, jax.nn.sigmoid),
+    "gaussian": Likelihood(
+        "gaussian",
+        lambda logits, x: -gaussian_log_prob(jax.nn.sigmoid(logits), x, GAUSSIAN_LOG_SCALE),
+        jax.nn.sigmoid,
+    ),
+    # For 8-bit (colour) images: needs --binarize none.
+    "logistic": Likelihood("logistic", _logistic_nll, _logistic_median, 2, "8bit"),
 }
+
+
+def bits_per_dim(nll_nats, dims: int):
+    """A negative log-likelihood in nats per example -> bits per dimension."""
+    return nll_nats / (dims * math.log(2.0))
 
 
 def get_likelihood(name: str) -> Likelihood:

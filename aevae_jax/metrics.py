@@ -24,6 +24,17 @@ def active_units(means: jax.Array, threshold: float = 0.01) -> jax.Array:
     return jnp.sum(jnp.var(means, axis=0) > threshold)
 
 
+def hoyer_sparsity(codes) -> np.ndarray:
+    """Hoyer (2004) sparsity of each code vector, (sqrt(n) - |z|_1 / |z|_2) / (sqrt(n) - 1):
+    1 for one non-zero unit, 0 for all units of equal magnitude, blind to scale.
+    codes [N, n] (n > 1) -> [N]; an all-zero code counts as fully sparse (1)."""
+    z = np.abs(np.asarray(codes, np.float64))
+    n = z.shape[1]
+    l1, l2 = z.sum(axis=1), np.sqrt((z**2).sum(axis=1))
+    ratio = np.divide(l1, l2, out=np.ones_like(l1), where=l2 > 0)
+    return (math.sqrt(n) - ratio) / (math.sqrt(n) - 1)
+
+
 def kl_per_dimension(mean: jax.Array, log_var: jax.Array) -> jax.Array:
     """KL(q(z_u|x) || N(0, 1)) averaged over examples, per latent dimension: [L]."""
     return jnp.mean(kl_to_std_normal(mean, log_var), axis=0)

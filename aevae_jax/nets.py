@@ -168,14 +168,18 @@ def make_backbone(
     activation: str,
     conv_channels: Sequence[int] = (32, 64),
     init: str = "lecun",
+    outputs_per_channel: int = 1,
 ) -> tuple[nn.Module, nn.Module]:
-    """The (encoder, decoder) pair for `kind` ('mlp' or 'conv') and an image shape."""
+    """The (encoder, decoder) pair for `kind` ('mlp' or 'conv') and an image shape
+    [H, W, C]; the decoder outputs [H, W, C * outputs_per_channel] (the likelihood's
+    parameters per sub-pixel)."""
     get_activation(activation)  # fail on bad names before any tracing
     layer_init(init, 1)
+    out_shape = (*image_shape[:-1], image_shape[-1] * outputs_per_channel)
     if kind == "mlp":
         return (
             MLPEncoder(tuple(hidden), encoder_out, activation, init),
-            MLPDecoder(tuple(hidden), tuple(image_shape), activation, init),
+            MLPDecoder(tuple(hidden), out_shape, activation, init),
         )
     if kind == "conv":
         scale = 2 ** len(conv_channels)
@@ -187,6 +191,6 @@ def make_backbone(
             )
         return (
             ConvEncoder(tuple(conv_channels), tuple(hidden), encoder_out, activation, init),
-            ConvDecoder(tuple(conv_channels), tuple(hidden), tuple(image_shape), activation, init),
+            ConvDecoder(tuple(conv_channels), tuple(hidden), out_shape, activation, init),
         )
     raise UserError(f"unknown backbone {kind!r}; choose mlp or conv")

@@ -23,6 +23,9 @@ METRICS = {
     "test_mse": ("test MSE (sum over pixels)", "lower"),
     "test_psnr": ("PSNR (dB)", "higher"),
     "test_denoise_mse": ("denoising MSE (20% salt-and-pepper)", "lower"),
+    "test_inpaint_mse": ("MSE on hidden patches (half the 4x4 patches hidden)", "lower"),
+    "code_sparsity": ("code sparsity (mean Hoyer measure)", "higher"),
+    "test_bpd_iwae": ("bits per dimension (IWAE)", "lower"),
     "test_recon_nll": ("reconstruction NLL through the code", "lower"),
     "test_neg_elbo": ("test -ELBO (K = 1)", "lower"),
     "test_nll_iwae": ("test NLL (IWAE)", "lower"),
@@ -386,8 +389,10 @@ COLUMNS = [
     ("test_mse", "MSE", 2),
     ("test_psnr", "PSNR dB", 2),
     ("test_denoise_mse", "denoise MSE", 2),
+    ("test_inpaint_mse", "inpaint MSE", 2),
     ("test_neg_elbo", "-ELBO", 2),
     ("test_nll_iwae", "NLL (IWAE)", 2),
+    ("test_bpd_iwae", "bits/dim", 3),
     ("test_kl", "KL", 2),
     ("active_units", "active units", 0),
     ("probe_accuracy", "probe acc.", 3),
@@ -396,6 +401,7 @@ COLUMNS = [
     ("latent_prior_fd", "q(z) FD to N(0,I)", 2),
     ("perplexity", "perplexity", 1),
     ("dead_codes", "dead codes", 0),
+    ("code_sparsity", "sparsity", 3),
     ("conditional_sample_accuracy", "cond. sample acc.", 3),
     ("step_ms", "step ms", 3),
     ("parameters", "parameters", 0),
@@ -415,6 +421,8 @@ def models_table(m: dict) -> list[str]:
 
 
 FIGURE_CAPTIONS = {
+    "overview.png": "Every model at a glance: a row of reconstructions and a row of samples "
+    "(ex-post for models without a prior)",
     "reconstructions.png": "Reconstructions (test inputs, then one row per model)",
     "samples.png": "Samples: each model's prior (z ~ N(0, I) for models without one), and a "
     "Gaussian fitted to the training codes (ex-post) for those",

@@ -1,8 +1,25 @@
-"""Hand computations shared by the model tests (NumPy, float64)."""
+"""Tiny models and hand computations (NumPy, float64) shared by the model tests."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from aevae_jax.config import ModelConfig
+from aevae_jax.data import DataSpec
+from aevae_jax.models import Batch, make_model
+
+TINY = DataSpec("tiny", (4, 4, 1), 3)
+
+
+def build(name, spec=TINY, **options):
+    """A registered model on tiny images (hidden 16, latent 3), its parameters, and a
+    batch of six binary images (with labels where `spec` has classes)."""
+    cfg = ModelConfig(name=name, hidden=(16,), latent_dim=3, options=options)
+    model = make_model(cfg, spec)
+    x = (jax.random.uniform(jax.random.key(0), (6, *spec.image_shape)) > 0.5).astype(jnp.float32)
+    y = None if spec.num_classes is None else jnp.arange(6, dtype=jnp.int32) % spec.num_classes
+    batch = Batch(x, y)
+    return model, model.init(jax.random.key(1), batch), batch
 
 
 def bernoulli_nll_by_hand(logits, x):

@@ -1,5 +1,6 @@
-"""The main job end to end on a small real subset with every generative variant, the
-report's verdicts against the numbers, and the commands that read a run."""
+"""The main job end to end on a small real subset: `aevae zoo` over every registered
+model (which runs `aevae compare` and summarises it), the report's verdicts against the
+numbers, and the commands that read a run."""
 
 import json
 import os
@@ -10,14 +11,17 @@ import pytest
 from aevae_jax import report
 from aevae_jax.cli import main
 from aevae_jax.figures import interpolation_pairs
+from aevae_jax.zoo import zoo_models
 
 ROWS = ["Objective", "Latent space", "Loss", "Sampling", "Generative ability", "Applications"]
-MODELS = ["ae", "vae", "beta_vae", "iwae", "cvae", "vqvae", "aae"]
+MODELS = list(zoo_models()[0])
 COMPARE_ARGS = (
     "--epochs 1 --hidden 64 --latent-dim 8 --batch-size 128 --iwae-k 10 --quiet --timing-rounds 2 "
-    "--prior-epochs 1 --num-codes 32 --prior-hidden 64 --disc-hidden 32"
+    "--prior-epochs 1 --num-codes 32 --prior-hidden 64 --disc-hidden 32 --token-dim 16 --depth 1 "
+    "--heads 2"
 )
 FIGURES = [
+    "overview.png",
     "reconstructions.png",
     "samples.png",
     "interpolations.png",
@@ -31,11 +35,11 @@ FIGURES = [
 
 @pytest.fixture(scope="module")
 def comparison(small_npz, tmp_path_factory):
-    out = tmp_path_factory.mktemp("compare") / "cmp"
+    out = tmp_path_factory.mktemp("zoo") / "zoo"
     saved = os.environ.get("AEVAE_CACHE")
     os.environ["AEVAE_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # a fresh classifier
     try:
-        args = ["compare", "--dataset", small_npz, "--models", ",".join(MODELS)]
+        args = ["zoo", "--dataset", small_npz]
         code = main([*args, "--out", str(out), *COMPARE_ARGS.split()])
     finally:
         if saved is None:
@@ -44,6 +48,24 @@ def comparison(small_npz, tmp_path_factory):
             os.environ["AEVAE_CACHE"] = saved
     assert code == 0
     return out
+
+
+def test_zoo_has_every_model_in_its_table_with_n_a_where_a_metric_does_not_apply(comparison):
+    assert len(MODELS) >= 11 and MODELS[:2] == ["ae", "dae"]
+    zoo = json.loads((comparison / "zoo.json").read_text())
+    assert list(zoo["rows"]) == MODELS and zoo["wall_seconds"] > 0
+    assert zoo["rows"]["ae"]["test_nll_iwae"] == "n/a" and zoo["rows"]["ae"]["test_kl"] == "n/a"
+    assert zoo["rows"]["vqvae"]["perplexity"] != "n/a" and zoo["rows"]["vae"]["perplexity"] == "n/a"
+    assert zoo["rows"]["cvae"]["conditional_sample_accuracy"] != "n/a"
+    for name, row in zoo["rows"].items():
+        for key in ("test_mse", "test_psnr", "test_denoise_mse", "test_inpaint_mse", "step_ms"):
+            assert np.isfinite(row[key]), (name, key)
+    text = (comparison / "zoo.md").read_text()
+    for name in MODELS:
+        assert any(line.startswith(f"| {name} |") for line in text.splitlines()), name
+    assert "n/a" in text and "(overview.png)" in text and zoo["command"] in text
+    claims = {c["model"] for c in zoo["claims"]}
+    assert {"dae", "dvae", "sparse_ae", "mae"} <= claims
 
 
 def test_compare_writes_every_file_and_finite_metrics(comparison):
@@ -69,12 +91,16 @@ def test_compare_writes_every_file_and_finite_metrics(comparison):
     for name, r in m["models"].items():
         for k in every:
             assert np.isfinite(r[k]), (name, k)
-    density = {"vae", "beta_vae", "iwae", "cvae", "vqvae"}
+    density = {"vae", "dvae", "beta_vae", "iwae", "cvae", "vqvae"}
     for name, r in m["models"].items():
         assert (r.get("test_nll_iwae") is not None) == (name in density), name
-        assert ("expost_sample_fd" in r) == (name == "ae"), name
+        assert ("test_bpd" in r) == (name in density), name  # binarized data: a mass function
+        assert ("expost_sample_fd" in r) == (name in {"ae", "dae", "sparse_ae", "mae"}), name
         assert ("latent_prior_fd" in r) == (name != "vqvae"), name
+        assert ("code_sparsity" in r) == (name != "vqvae"), name
+    assert "code_mean_activation" in m["models"]["sparse_ae"]
     vae, vq, cvae = m["models"]["vae"], m["models"]["vqvae"], m["models"]["cvae"]
+    assert vae["test_bpd"] == pytest.approx(vae["test_neg_elbo"] / (784 * np.log(2)))
     assert vae["iwae_k"] == 10 and vq["iwae_k"] == 1  # a point posterior needs one sample
     assert vq["test_nll_iwae"] == pytest.approx(vq["test_neg_elbo"], rel=1e-6)
     assert vq["num_codes"] == 32 and vq["dead_codes"] < 32
@@ -85,7 +111,17 @@ def test_compare_writes_every_file_and_finite_metrics(comparison):
     assert gap["lo"] - 0.5 <= 0 <= gap["hi"] + 0.5
     assert m["models"]["beta_vae"]["options"]["beta"] == 4.0
     assert m["models"]["ae"]["likelihood"] == "mse" and vae["likelihood"] == "bernoulli"
-    assert {c["model"] for c in m["claims"]} == {"beta_vae", "iwae", "cvae", "vqvae", "aae"}
+    assert {c["model"] for c in m["claims"]} == {
+        "dae",
+        "sparse_ae",
+        "mae",
+        "dvae",
+        "beta_vae",
+        "iwae",
+        "cvae",
+        "vqvae",
+        "aae",
+    }
 
 
 def test_runs_of_a_comparison_record_their_stages(comparison):

@@ -32,7 +32,7 @@ def _batch(spec, n=5, seed=0, binary=False):
     return Batch(x, y)
 
 
-ALL = ["ae", "vae", "beta_vae", "iwae", "cvae", "vqvae", "aae"]
+ALL = model_names()
 
 
 def test_registry_lists_models_and_rejects_unknown_names():
@@ -52,7 +52,7 @@ def test_every_model_builds_on_both_backbones(name, backbone, shape):
     params = model.init(jax.random.key(0), batch)
     enc = model.encode(params, batch)
     assert enc.code.shape == (3, *model.code_shape)
-    assert (enc.log_var is not None) == (name in ("vae", "beta_vae", "iwae", "cvae"))
+    assert (enc.log_var is not None) == (name in ("vae", "dvae", "beta_vae", "iwae", "cvae"))
     assert (enc.indices is not None) == (name == "vqvae")
     assert model.decode(params, enc.code, batch.y).shape == (3, *shape)
     recon = model.reconstruct(params, batch)
@@ -61,6 +61,20 @@ def test_every_model_builds_on_both_backbones(name, backbone, shape):
     assert np.isfinite(float(loss)) and metrics
     if model.sample is not None:
         assert model.sample(params, jax.random.key(2), 4, None).shape == (4, *shape)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_model_takes_the_discretised_logistic_on_colour_images(name):
+    spec = DataSpec("s", (8, 8, 3), 10)
+    cfg = ModelConfig(name=name, backbone="conv", hidden=(16,), latent_dim=4, likelihood="logistic")
+    model = make_model(cfg, spec)
+    batch = _batch(spec, 2)
+    params = model.init(jax.random.key(0), batch)
+    code = model.encode(params, batch).code
+    assert model.decode(params, code, batch.y).shape == (2, 8, 8, 6)  # location, log-scale
+    recon = model.reconstruct(params, batch)
+    assert recon.shape == (2, 8, 8, 3) and 0 <= float(recon.min()) <= float(recon.max()) <= 1
+    assert np.isfinite(float(model.loss(params, batch, jax.random.key(1), 0)[0]))
 
 
 def test_pytorch_examples_mlp_has_the_published_layer_sizes():

@@ -1,6 +1,6 @@
-"""Models from outside the package: the README's example model, imported from a file,
-trains, evaluates, samples and takes part in a comparison; an installed package's
-entry point registers its models; a run remembers where its model came from."""
+"""Models from outside the package: docs/adding_a_model.md's example model, imported
+from a file, trains, evaluates, samples and takes part in a comparison; an installed
+package's entry point registers its models; a run remembers where its model came from."""
 
 import json
 import os
@@ -13,14 +13,13 @@ import pytest
 import aevae_jax.models as registry
 from aevae_jax.cli import main
 
-README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+GUIDE = os.path.join(os.path.dirname(__file__), "..", "docs", "adding_a_model.md")
 
 
-def readme_example() -> str:
-    """The model file that README.md's "Extending" section walks through."""
-    text = open(README).read()
-    section = text[text.index("## Extending") :]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def guide_example() -> str:
+    """The model file that docs/adding_a_model.md walks through."""
+    text = open(GUIDE).read()
+    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
 
 
 @pytest.fixture
@@ -33,11 +32,11 @@ def clean_registry(monkeypatch):
 @pytest.fixture
 def example_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("paper") / "my_models.py"
-    path.write_text(readme_example())
+    path.write_text(guide_example())
     return str(path)
 
 
-def test_readme_model_from_a_file_trains_evaluates_samples_and_compares(
+def test_guide_model_from_a_file_trains_evaluates_samples_and_compares(
     example_file, small_npz, tmp_path, capsys, clean_registry
 ):
     common = [
@@ -128,7 +127,7 @@ def test_models_of_an_installed_package_come_through_its_entry_point(
         "[aevae_jax.models]\npaper = paper_models\n"
     )
     (site / "paper_models.py").write_text(
-        textwrap.dedent(readme_example()).replace('"my_rae"', '"paper_rae"')
+        textwrap.dedent(guide_example()).replace('"my_rae"', '"paper_rae"')
     )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(registry, "_loaded", False)

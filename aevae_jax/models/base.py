@@ -28,11 +28,17 @@ OptimizerFactory = Callable[[Any, int], optax.GradientTransformation]  # (OptimC
 
 
 class Batch(NamedTuple):
-    """One batch as the model sees it: preprocessed images and (optional) labels, the
-    conditioning input of conditional models."""
+    """One batch as the model sees it: preprocessed images, (optional) labels, the
+    conditioning input of conditional models, and (optional) pixel visibility.
+
+    mask: [B, H, W, 1], 1 where a pixel is seen and 0 where it is hidden (x is 0 there),
+    as in the evaluator's inpainting test; a model that knows masks (the masked AE) uses
+    it, the others see the zero-filled image. None: every pixel visible.
+    """
 
     x: jax.Array  # [B, H, W, C] float32 in [0, 1]
     y: jax.Array | None = None  # [B] int32 class labels, where the data set has them
+    mask: jax.Array | None = None  # [B, H, W, 1] float32 visibility
 
 
 class Encoding(NamedTuple):
@@ -107,6 +113,8 @@ class Model:
     num_codes: codebook size, for discrete codes (Encoding.indices).
     point_posterior: q(z|x) is a point mass, so one importance sample gives the exact
         bound and evaluation never draws more.
+    code_report(codes) -> {name: float}: the model's own numbers about its test codes
+        (an Encoding of the whole test split), e.g. a sparse AE's mean activation.
     """
 
     name: str
@@ -124,6 +132,7 @@ class Model:
     conditional: bool = False
     num_codes: int | None = None
     point_posterior: bool = False
+    code_report: Callable[[Encoding], dict] | None = None
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -154,9 +163,12 @@ def make_backbone_fns(
     cfg, image_shape: tuple[int, ...], encoder_out: int, code_dim: int | None = None
 ) -> Backbone:
     """The shared backbone of `cfg` (a ModelConfig) as pure functions; the decoder takes
-    codes of `code_dim` (default cfg.latent_dim)."""
+    codes of `code_dim` (default cfg.latent_dim) and gives the likelihood's outputs,
+    [B, H, W, C * likelihood.channels]."""
+    from aevae_jax.likelihoods import get_likelihood
     from aevae_jax.nets import make_backbone
 
+    channels = get_likelihood(cfg.likelihood or "bernoulli").channels
     enc, dec = make_backbone(
         cfg.backbone,
         image_shape,
@@ -165,6 +177,7 @@ def make_backbone_fns(
         cfg.activation,
         cfg.conv_channels,
         cfg.init,
+        outputs_per_channel=channels,
     )
     code_dim = cfg.latent_dim if code_dim is None else code_dim
 

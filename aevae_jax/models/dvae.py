@@ -1,0 +1,46 @@
+"""The denoising VAE (Im et al. 2017): the VAE's encoder sees a corrupted input
+x~ = C(x), and the likelihood scores the clean x,
+
+    loss = -E_{q(z|x~)}[log p(x|z)] + KL(q(z|x~) || p(z)),
+
+with one reparameterised sample and the analytic KL. The corruption is that of the
+denoising AE (see dae.py and corruption.py), so denoising is compared within each family.
+Evaluation, like every VAE's, encodes the input it is given: the reported -ELBO and IWAE
+bound use q(z|x) on clean test images, a valid importance distribution for p(x).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from aevae_jax.corruption import NoiseOptions
+from aevae_jax.likelihoods import batch_mean, kl_to_std_normal, reparameterize
+from aevae_jax.models import register
+from aevae_jax.models.base import Claim, Model
+from aevae_jax.models.dae import noisy_input
+from aevae_jax.models.vae import gaussian_latent
+
+CLAIMS = (
+    Claim(
+        "test_denoise_mse",
+        "lower",
+        "vae",
+        "a denoising VAE reconstructs corrupted inputs better than a plain VAE (Im et al. 2017)",
+    ),
+)
+
+
+@register("dvae", options=NoiseOptions, needs_density=True, claims=CLAIMS)
+def make_dvae(cfg, spec, opts: NoiseOptions) -> Model:
+    """Denoising VAE: q(z|corrupted x), the likelihood of the clean x."""
+    parts = gaussian_latent(cfg, spec)
+
+    def loss(params, batch, key, step):
+        del step
+        q = parts.encode(params, noisy_input(batch, key, opts))
+        z = reparameterize(key, q.code, q.log_var)
+        recon = parts.likelihood.nll(parts.decode(params, z, batch.y), batch.x)
+        kl = jnp.sum(kl_to_std_normal(q.code, q.log_var), axis=-1)
+        return batch_mean(recon + kl), {"recon": batch_mean(recon), "kl": batch_mean(kl)}
+
+    return parts.model("dvae", loss)

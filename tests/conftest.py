@@ -2,9 +2,24 @@
 small real subsets saved as .npz for fast end-to-end runs."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One compilation cache for this test run, shared by both pytest workers and the
+# subprocesses they start: many tests compile the same small programs, and the resume
+# tests compile each training run three times. It starts empty on every run.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(
+        tempfile.gettempdir(),
+        "aevae-test-jax-cache-"
+        + (os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"),
+    ),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import numpy as np
 import pytest
@@ -29,3 +44,8 @@ def small_npz(fashion_mnist, tmp_path_factory):
         y_test=fashion_mnist.y_test[:512],
     )
     return str(path)
+
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):  # the controller, after every worker
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -34,7 +34,7 @@ from aevae_jax.config import RunConfig
 from aevae_jax.data import load_dataset
 from aevae_jax.errors import require
 from aevae_jax.evaluate import evaluate_model
-from aevae_jax.models import model_info
+from aevae_jax.models import make_model, model_info
 from aevae_jax.timing import interleaved_step_times, paired_ratio
 from aevae_jax.train import CONFIG_FILE, ensure_writable_dir, fit, prepare_config
 
@@ -116,7 +116,9 @@ def run_compare(
         f"{cfg.out!r} already holds a comparison; pass --resume to reuse its runs "
         "(finished ones are not retrained), or choose another --out",
     )
-    full = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir)
+    full = load_dataset(cfg.data.dataset, cfg.data.data_dir) if dataset is None else dataset
+    for c in configs.values():  # every model must fit the data before any trains
+        make_model(c.model, full.spec)
 
     fits = {}
     for name, c in configs.items():

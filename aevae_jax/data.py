@@ -104,7 +104,8 @@ class Dataset:
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    """Load a whole data set: a tfds name from TFDS_NAMES or a path to an .npz file."""
+    """Load a whole data set: a tfds name from TFDS_NAMES, `sklearn_photos`, or a path to
+    an .npz file."""
     if name.endswith(".npz"):
         return load_npz(name)
     if name == PHOTOS_NAME:
@@ -231,11 +232,13 @@ def load_sklearn_photos() -> Dataset:
     """
     try:
         from sklearn.datasets import load_sample_images
-    except ImportError:
+
+        photos = load_sample_images()  # reads the JPEGs with Pillow
+    except ImportError as e:
         raise UserError(
-            f"the {PHOTOS_NAME} data set needs scikit-learn: pip install scikit-learn"
+            f"the {PHOTOS_NAME} data set needs scikit-learn and Pillow ({e}): "
+            "pip install scikit-learn pillow"
         ) from None
-    photos = load_sample_images()
     splits = {"train": ([], []), "test": ([], [])}
     for label, image in enumerate(photos.images):
         cut = image.shape[1] - PHOTO_TEST_COLUMNS

@@ -213,11 +213,11 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
                 k_ex = jax.random.fold_in(k, 1)
                 expost = np.asarray(decode_samples(r.model, r.params, sampler, k_ex, n))
                 samples[name].append((f"{name}: ex-post", expost))
-    pairs_ = [p for name in fits for p in samples[name]]
+    sample_rows = [row for name in fits for row in samples[name]]
     image_rows(
         os.path.join(out, "samples.png"),
-        [images for _, images in pairs_],
-        [label for label, _ in pairs_],
+        [images for _, images in sample_rows],
+        [label for label, _ in sample_rows],
         "New images from sampled codes (decoder means)",
     )
     rows, labels = rows[:1], labels[:1]

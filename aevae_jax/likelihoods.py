@@ -128,13 +128,16 @@ class Likelihood(NamedTuple):
 
 
 GAUSSIAN_LOG_SCALE = math.log(0.1)  # fixed pixel noise sigma = 0.1 of the 'gaussian' likelihood
-LOGISTIC_MIN_LOG_SCALE = -7.0  # floor of the logistic's log-scale (as in PixelCNN++)
+# The logistic's log-scale is clipped to [-7, 7]: the floor as in PixelCNN++; above the
+# ceiling the bins are flat to float32 precision (and far above it the bin width
+# underflows to zero, which would make every gradient NaN).
+LOGISTIC_LOG_SCALE_RANGE = (-7.0, 7.0)
 
 
 def _logistic_parts(logits):
-    """Decoder outputs [..., 2C] -> (location in [-1, 1] units, floored log-scale)."""
+    """Decoder outputs [..., 2C] -> (location in [-1, 1] units, clipped log-scale)."""
     mean, log_scale = jnp.split(logits, 2, axis=-1)
-    return mean, jnp.maximum(log_scale, LOGISTIC_MIN_LOG_SCALE)
+    return mean, jnp.clip(log_scale, *LOGISTIC_LOG_SCALE_RANGE)
 
 
 def _logistic_nll(logits, x):

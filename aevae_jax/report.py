@@ -23,7 +23,7 @@ METRICS = {
     "test_mse": ("test MSE (sum over pixels)", "lower"),
     "test_psnr": ("PSNR (dB)", "higher"),
     "test_denoise_mse": ("denoising MSE (20% salt-and-pepper)", "lower"),
-    "test_inpaint_mse": ("MSE on hidden patches (half the 4x4 patches hidden)", "lower"),
+    "test_inpaint_mse": ("MSE on hidden pixels (24 of the 49 4x4 patches hidden)", "lower"),
     "code_sparsity": ("code sparsity (mean Hoyer measure)", "higher"),
     "test_bpd_iwae": ("bits per dimension (IWAE)", "lower"),
     "test_recon_nll": ("reconstruction NLL through the code", "lower"),

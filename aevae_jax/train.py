@@ -408,7 +408,10 @@ def _compile_stage(plan, cfg, n_train, params, opt_states, step, keys, x_train, 
     t0 = time.perf_counter()
     compiled = epoch_fn.lower(state, keys, x_train, y_train, plan.first_epoch).compile()
     seconds = time.perf_counter() - t0
-    return compiled, make_epoch_test(model, plan.loss, cfg.data.binarize), seconds
+    # The per-epoch test scores each test image on its own; a main-stage loss that uses
+    # statistics of the whole batch comes with a per-image version (Model.test_loss).
+    test_loss = model.test_loss if plan.name == MAIN_STAGE and model.test_loss else plan.loss
+    return compiled, make_epoch_test(model, test_loss, cfg.data.binarize), seconds
 
 
 def checkpoint_tree(params, opt_states: dict, step, epoch: int, seed: int) -> dict:

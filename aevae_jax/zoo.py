@@ -73,7 +73,8 @@ def zoo_markdown(zoo: dict, metrics: dict) -> str:
         "",
         "Columns: MSE summed over pixels per image and PSNR, through the code; denoise MSE "
         "from inputs with 20% salt-and-pepper pixels; inpaint MSE summed over the hidden "
-        "pixels when half the 4x4 patches are hidden (the masked AE is told which); -ELBO "
+        "pixels when round(0.5 n) of the n 4x4 patches are hidden (24 of 49 on 28x28 images; "
+        "the masked AE is told which); -ELBO "
         "(K = 1) and NLL (IWAE) in nats per image, also in bits per dimension where the "
         "likelihood is a probability mass function of the data; KL is the rate; active "
         "units have Cov_x E[z|x] > 0.01; probe: a linear classifier on the codes; FD: the "

@@ -3,8 +3,9 @@ transformation. The trainer, evaluator, command line and reports read what a mod
 can do from which fields are set, never from its name.
 
 Shapes: images x [B, H, W, C] float32 in [0, 1]; labels y [B] int32 (or None);
-codes [B, *code_shape] float32 (what the decoder takes); decoder outputs are logits of
-the image shape (mean image = likelihood.mean(logits)).
+codes [B, *code_shape] float32 (what the decoder takes); decoder outputs are the
+likelihood's parameters, [B, H, W, C * likelihood.channels] ("logits"; mean image =
+likelihood.mean(logits)).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from aevae_jax.data import DataSpec
-from aevae_jax.likelihoods import Likelihood
+from aevae_jax.likelihoods import Likelihood, get_likelihood
 
 Params = Any  # a pytree of arrays
 Metrics = dict[str, jax.Array]
@@ -100,7 +101,8 @@ class Model:
         main stage, a batch mean of per-example sums (see likelihoods.py); metrics are
         its terms, batch means. Evaluation never uses it to report a likelihood.
     encode(params, batch) -> Encoding
-    decode(params, code, y) -> logits [B, H, W, C]   (y: labels [B] or None)
+    decode(params, code, y) -> logits [B, H, W, C * likelihood.channels]   (y: labels
+        [B] or None)
     sample(params, key, n, y) -> images [n, H, W, C] in [0, 1] from the model's own
         prior (y: labels [n] for conditional models; None draws them)
     log_importance_weights(params, batch, key, k) -> [k, B] values of
@@ -115,6 +117,9 @@ class Model:
         bound and evaluation never draws more.
     code_report(codes) -> {name: float}: the model's own numbers about its test codes
         (an Encoding of the whole test split), e.g. a sparse AE's mean activation.
+    test_loss: the main stage's objective for one image at a time (the per-epoch test
+        runs over the test split image by image), where `loss` uses statistics of the
+        whole batch (the sparse AE's KL penalty); None: `loss`.
     """
 
     name: str
@@ -133,6 +138,7 @@ class Model:
     num_codes: int | None = None
     point_posterior: bool = False
     code_report: Callable[[Encoding], dict] | None = None
+    test_loss: Loss | None = None
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -156,7 +162,7 @@ class Backbone(NamedTuple):
 
     init: Callable[[jax.Array, jax.Array, jax.Array | None], Params]
     encoder: Callable[..., jax.Array]  # (params, x, cond=None) -> features [B, encoder_out]
-    decoder: Callable[..., jax.Array]  # (params, z, cond=None) -> logits [B, H, W, C]
+    decoder: Callable[..., jax.Array]  # (params, z, cond=None) -> logits [B, H, W, C * k]
 
 
 def make_backbone_fns(
@@ -165,7 +171,6 @@ def make_backbone_fns(
     """The shared backbone of `cfg` (a ModelConfig) as pure functions; the decoder takes
     codes of `code_dim` (default cfg.latent_dim) and gives the likelihood's outputs,
     [B, H, W, C * likelihood.channels]."""
-    from aevae_jax.likelihoods import get_likelihood
     from aevae_jax.nets import make_backbone
 
     channels = get_likelihood(cfg.likelihood or "bernoulli").channels

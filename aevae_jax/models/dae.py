@@ -13,9 +13,10 @@ from __future__ import annotations
 import jax
 
 from aevae_jax.corruption import NoiseOptions, corrupt
-from aevae_jax.likelihoods import batch_mean, get_likelihood
+from aevae_jax.likelihoods import batch_mean
 from aevae_jax.models import register
-from aevae_jax.models.base import Batch, Claim, Encoding, Model, make_backbone_fns
+from aevae_jax.models.ae import point_code
+from aevae_jax.models.base import Batch, Claim, Model
 
 NOISE_STREAM = 1  # fold_in(step key, NOISE_STREAM) draws the step's corruption
 
@@ -39,28 +40,11 @@ CLAIMS = (
 @register("dae", options=NoiseOptions, likelihood="mse", claims=CLAIMS)
 def make_dae(cfg, spec, opts: NoiseOptions) -> Model:
     """Denoising autoencoder: reconstructs the clean image from a corrupted one."""
-    likelihood = get_likelihood(cfg.likelihood)
-    net = make_backbone_fns(cfg, spec.image_shape, encoder_out=cfg.latent_dim)
-
-    def encode(params, batch):
-        return Encoding(net.encoder(params, batch.x))
-
-    def decode(params, code, y=None):
-        return net.decoder(params, code)
+    parts = point_code(cfg, spec)
 
     def loss(params, batch, key, step):
         del step
-        code = encode(params, noisy_input(batch, key, opts)).code
-        value = batch_mean(likelihood.nll(decode(params, code), batch.x))
+        value = batch_mean(parts.recon(params, noisy_input(batch, key, opts), batch.x))
         return value, {"recon": value}
 
-    return Model(
-        name="dae",
-        spec=spec,
-        code_shape=(cfg.latent_dim,),
-        likelihood=likelihood,
-        init=lambda key, batch: net.init(key, batch.x),
-        loss=loss,
-        encode=encode,
-        decode=decode,
-    )
+    return parts.model("dae", loss)

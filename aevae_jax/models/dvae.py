@@ -11,10 +11,10 @@ bound use q(z|x) on clean test images, a valid importance distribution for p(x).
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import jax
 
 from aevae_jax.corruption import NoiseOptions
-from aevae_jax.likelihoods import batch_mean, kl_to_std_normal, reparameterize
+from aevae_jax.likelihoods import batch_mean
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Model
 from aevae_jax.models.dae import noisy_input
@@ -37,10 +37,8 @@ def make_dvae(cfg, spec, opts: NoiseOptions) -> Model:
 
     def loss(params, batch, key, step):
         del step
-        q = parts.encode(params, noisy_input(batch, key, opts))
-        z = reparameterize(key, q.code, q.log_var)
-        recon = parts.likelihood.nll(parts.decode(params, z, batch.y), batch.x)
-        kl = jnp.sum(kl_to_std_normal(q.code, q.log_var), axis=-1)
+        noisy = noisy_input(batch, key, opts)  # from fold_in(key, NOISE_STREAM)
+        recon, kl = parts.elbo_terms(params, noisy, jax.random.fold_in(key, 0), target=batch.x)
         return batch_mean(recon + kl), {"recon": batch_mean(recon), "kl": batch_mean(kl)}
 
     return parts.model("dvae", loss)

@@ -6,10 +6,12 @@ the loss covers the hidden patches only,
 
 Encoders (option `encoder`):
 - tokens (default): a patch-token transformer. Each patch is embedded linearly; a hidden
-  patch's embedding is replaced by one learned mask token (as in SimMIM, Xie et al. 2022:
-  fixed shapes compile once, where dropping tokens as MAE does would not); learned
-  position embeddings; `depth` pre-norm blocks of multi-head self-attention and an MLP;
-  the mean over tokens goes through a dense layer to the code.
+  patch's embedding is replaced by one learned mask token (as in SimMIM, Xie et al. 2022,
+  rather than dropped as in MAE: the evaluator's masks and full images leave varying
+  numbers of patches visible, which one compiled encoder then handles alike); learned
+  position embeddings; `depth` pre-norm blocks of multi-head self-attention and a GELU
+  MLP (Flax's default initialisers: the run's --activation and --init apply to the
+  backbone only); the mean over tokens goes through a dense layer to the code.
 - backbone: the run's MLP or conv encoder over the image with hidden pixels set to 0.
 The decoder is the run's backbone decoder (mlp or conv), as for every other model.
 

@@ -54,11 +54,13 @@ class GaussianLatent:
     def decode(self, params, z, y=None):
         return self.net.decoder(params, z, self.cond(y))
 
-    def elbo_terms(self, params, batch, key):
-        """Per-example (-E_q log p(x|z) with one reparameterised sample, analytic KL): [B], [B]."""
+    def elbo_terms(self, params, batch, key, target=None):
+        """Per-example (-E_q log p(target|z) with one reparameterised sample z ~
+        q(z|batch.x), analytic KL): [B], [B]. The target defaults to batch.x."""
         q = self.encode(params, batch)
         z = reparameterize(key, q.code, q.log_var)
-        recon = self.likelihood.nll(self.decode(params, z, batch.y), batch.x)
+        target = batch.x if target is None else target
+        recon = self.likelihood.nll(self.decode(params, z, batch.y), target)
         kl = jnp.sum(kl_to_std_normal(q.code, q.log_var), axis=-1)
         return recon, kl
 

@@ -11,7 +11,7 @@ Public API (heavy modules such as tfds load only when data is loaded):
     load_run, LoadedRun                                  reading a run back
     evaluate_model, iwae_log_likelihood                  evaluation
     prior_images, expost_gaussian, decode_samples        sampling
-    run_compare                                          the comparison of several models
+    run_compare, run_zoo                                 several models compared; the zoo
     UserError                                            the error every bad input raises
 """
 
@@ -69,4 +69,16 @@ __all__ = [
     "prior_images",
     "register",
     "run_compare",
+    "run_zoo",
 ]
+
+# The comparison and the zoo bring matplotlib and the classifier: imported on first use.
+_LAZY = {"run_compare": "aevae_jax.compare", "run_zoo": "aevae_jax.zoo"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'aevae_jax' has no attribute {name!r}")

@@ -141,3 +141,13 @@ def test_a_model_registered_twice_under_one_name_is_an_error(clean_registry):
     registry.register("twice")(lambda cfg, spec, opts: None)
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("twice")(lambda cfg, spec, opts: None)
+
+
+def test_every_public_name_imports_from_the_package():
+    import aevae_jax
+
+    for name in aevae_jax.__all__:
+        assert getattr(aevae_jax, name) is not None, name
+    from aevae_jax import run_compare, run_zoo
+
+    assert callable(run_compare) and callable(run_zoo)

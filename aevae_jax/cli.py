@@ -438,6 +438,28 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_comparison_options(p: argparse.ArgumentParser, iwae_k: int, timing_rounds: int) -> None:
+    """The options `aevae compare` and `aevae zoo` share, beyond training's."""
+    p.add_argument(
+        "--iwae-k",
+        type=int,
+        default=iwae_k,
+        help="importance samples for the log-likelihood (5000 for the paper "
+        "protocol; default: %(default)s)",
+    )
+    p.add_argument(
+        "--timing-rounds",
+        type=int,
+        default=timing_rounds,
+        help="rounds of the interleaved step-time benchmark (default: %(default)s)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the runs already in --out (finished ones are not retrained)",
+    )
+
+
 def add_import_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--import",
@@ -518,24 +540,7 @@ def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
         default=DEFAULT_MODELS,
         help="the two models of the article's table, autoencoder first (default: %(default)s)",
     )
-    p.add_argument(
-        "--iwae-k",
-        type=int,
-        default=1000,
-        help="importance samples for the log-likelihood (5000 for the paper "
-        "protocol; default: %(default)s)",
-    )
-    p.add_argument(
-        "--timing-rounds",
-        type=int,
-        default=15,
-        help="rounds of the interleaved step-time benchmark (default: %(default)s)",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="reuse the runs already in --out (finished ones are not retrained)",
-    )
+    add_comparison_options(p, iwae_k=1000, timing_rounds=15)
     add_train_options(p, out_default="runs/compare", epochs_default=COMPARE_EPOCHS)
     add_model_options(p, selected)
 
@@ -553,16 +558,7 @@ def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--models", default=None, help="comma-separated model names (default: every one)"
     )
-    p.add_argument(
-        "--iwae-k",
-        type=int,
-        default=ZOO_IWAE_K,
-        help="importance samples for the log-likelihood (default: %(default)s)",
-    )
-    p.add_argument(
-        "--timing-rounds", type=int, default=5, help="step-time benchmark rounds (default: 5)"
-    )
-    p.add_argument("--resume", action="store_true", help="reuse the runs already in --out")
+    add_comparison_options(p, iwae_k=ZOO_IWAE_K, timing_rounds=5)
     add_train_options(p, out_default="runs/zoo", epochs_default=ZOO_EPOCHS)
     add_model_options(p, selected)
 

@@ -61,16 +61,24 @@ class NoiseOptions:
             )
 
 
+def patch_grid(image_shape: tuple[int, ...], patch: int) -> tuple[int, int] | None:
+    """The (rows, cols) grid of p x p patches of an image [H, W, ...], or None unless p
+    divides H and W."""
+    h, w = image_shape[0], image_shape[1]
+    return (h // patch, w // patch) if patch > 0 and h % patch == 0 and w % patch == 0 else None
+
+
 def check_patches(image_shape: tuple[int, ...], patch: int) -> tuple[int, int]:
     """The (rows, cols) grid of p x p patches of an image; UserError unless p divides H, W."""
     h, w = image_shape[0], image_shape[1]
     sizes = [str(p) for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]
+    grid = patch_grid(image_shape, patch)
     require(
-        patch > 0 and h % patch == 0 and w % patch == 0,
+        grid is not None,
         f"patch size {patch} must divide the image height and width ({h}x{w}); "
         f"choose one of {', '.join(sizes)}",
     )
-    return h // patch, w // patch
+    return grid
 
 
 def patch_mask(key: jax.Array, batch: int, grid: tuple[int, int], ratio: float) -> jax.Array:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aevae_jax import metrics as M
-from aevae_jax.corruption import corrupt, patch_mask, pixel_mask
+from aevae_jax.corruption import corrupt, patch_grid, patch_mask, pixel_mask
 from aevae_jax.data import preprocess
 from aevae_jax.likelihoods import (
     bernoulli_log_prob,
@@ -209,10 +209,9 @@ EVAL_PATCH, EVAL_MASK_RATIO = 4, 0.5
 def inpainting_mask(key: jax.Array, image_shape: tuple[int, ...]) -> jax.Array | None:
     """One test image's pixel visibility [H, W, 1] for the inpainting test (None where
     EVAL_PATCH does not divide the image)."""
-    h, w = image_shape[0], image_shape[1]
-    if h % EVAL_PATCH or w % EVAL_PATCH:
+    grid = patch_grid(image_shape, EVAL_PATCH)
+    if grid is None:
         return None
-    grid = (h // EVAL_PATCH, w // EVAL_PATCH)
     return pixel_mask(patch_mask(key, 1, grid, EVAL_MASK_RATIO), EVAL_PATCH)[0]
 
 

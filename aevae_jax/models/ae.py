@@ -46,16 +46,16 @@ class PointCode:
         return self.likelihood.nll(self.decode(params, self.encode(params, batch).code), target)
 
     def model(self, name: str, loss, **fields) -> Model:
+        """The Model of these parts; `fields` add to them or replace them (a masked AE
+        brings its own init and encode)."""
+        own = {"init": self.init, "encode": self.encode, "decode": self.decode}
         return Model(
             name=name,
             spec=self.spec,
             code_shape=(self.latent_dim,),
             likelihood=self.likelihood,
-            init=self.init,
             loss=loss,
-            encode=self.encode,
-            decode=self.decode,
-            **fields,
+            **{**own, **fields},
         )
 
 

@@ -30,9 +30,10 @@ import jax.numpy as jnp
 
 from aevae_jax.corruption import check_patches, patch_mask, patch_visibility, pixel_mask
 from aevae_jax.errors import require
-from aevae_jax.likelihoods import batch_mean, get_likelihood, sum_per_example
+from aevae_jax.likelihoods import batch_mean, sum_per_example
 from aevae_jax.models import register
-from aevae_jax.models.base import Batch, Claim, Encoding, Model, make_backbone_fns
+from aevae_jax.models.ae import point_code
+from aevae_jax.models.base import Batch, Claim, Encoding, Model
 
 MASK_STREAM = 1  # fold_in(step key, MASK_STREAM) draws the step's patch mask
 ENCODERS = ("tokens", "backbone")
@@ -117,8 +118,8 @@ CLAIMS = (
 def make_mae(cfg, spec, opts: MAEOptions) -> Model:
     """Masked autoencoder: reconstructs randomly hidden patches (patch-token encoder)."""
     grid = check_patches(spec.image_shape, opts.patch_size)
-    likelihood = get_likelihood(cfg.likelihood)
-    net = make_backbone_fns(cfg, spec.image_shape, encoder_out=cfg.latent_dim)
+    parts = point_code(cfg, spec)  # the backbone's decoder (and encoder, for "backbone")
+    net = parts.net
     tokens = PatchTokenEncoder(
         opts.patch_size, cfg.latent_dim, opts.token_dim, opts.depth, opts.heads
     )
@@ -144,26 +145,15 @@ def make_mae(cfg, spec, opts: MAEOptions) -> Model:
         )
         return Encoding(tokens.apply({"params": params["encoder"]}, x, visible))
 
-    def decode(params, code, y=None):
-        return net.decoder(params, code)
-
     def loss(params, batch, key, step):
         del step
         k_mask = jax.random.fold_in(key, MASK_STREAM)
         mask = pixel_mask(
             patch_mask(k_mask, batch.x.shape[0], grid, opts.mask_ratio), opts.patch_size
         )
-        logits = decode(params, encode(params, Batch(batch.x * mask, batch.y, mask)).code)
-        value = batch_mean(hidden_patch_loss(likelihood, logits, batch.x, mask))
+        code = encode(params, Batch(batch.x * mask, batch.y, mask)).code
+        logits = parts.decode(params, code)
+        value = batch_mean(hidden_patch_loss(parts.likelihood, logits, batch.x, mask))
         return value, {"recon_hidden": value}
 
-    return Model(
-        name="mae",
-        spec=spec,
-        code_shape=(cfg.latent_dim,),
-        likelihood=likelihood,
-        init=init,
-        loss=loss,
-        encode=encode,
-        decode=decode,
-    )
+    return parts.model("mae", loss, init=init, encode=encode)

@@ -19,6 +19,7 @@ per example index; none).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import zipfile
@@ -359,20 +360,48 @@ def static_binarization_key(split: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(_STATIC_BINARIZATION_SEED), split)
 
 
+# Dynamic binarization compares 16 random bits per pixel with a threshold: two pixels per
+# 32-bit word of the key's generator, so a step hashes half as many counters as a float
+# uniform per pixel (and a 16-bit comparison is exact where a float one rounds).
+BINARIZE_BITS = 16
+
+
+def bernoulli_threshold(x: jax.Array) -> jax.Array:
+    """The number t of the 2^16 values of a 16-bit draw u for which the pixel is 1 (u < t):
+    round(p * 2^16) for intensity p. On uint8 data p = k / 255 and t = round(k * 2^16 / 255),
+    computed in integers, so P(x = 1) = t / 2^16 is within 2^-17 of k / 255 and exactly 0
+    and 1 at k = 0 and 255."""
+    scale = 2**BINARIZE_BITS
+    if x.dtype == jnp.uint8:
+        return (x.astype(jnp.uint32) * scale + 127) // 255
+    return jnp.round(x.astype(jnp.float32) * scale).astype(jnp.uint32)  # validated in [0, 1]
+
+
+def bernoulli_pixels(key: jax.Array, x: jax.Array) -> jax.Array:
+    """x ~ Bernoulli(intensity) per pixel of a batch [B, ...] of stored images (uint8, or
+    floats in [0, 1]), as float32 0/1, from 16 random bits per pixel (`bernoulli_threshold`).
+    Example b's bits are the words of row b of one draw [B, ceil(D / 2)], so the draw does
+    not depend on how the batch is laid out over devices."""
+    batch, dims = x.shape[0], math.prod(x.shape[1:])
+    words = jax.random.bits(key, (batch, (dims + 1) // 2), jnp.uint32)
+    u = jnp.concatenate([words >> 16, words & 0xFFFF], axis=1)[:, :dims]
+    return (u.reshape(x.shape) < bernoulli_threshold(x)).astype(jnp.float32)
+
+
 def preprocess(
     x: jax.Array, mode: str, key: jax.Array, index: jax.Array | None = None, split: int = 0
 ) -> jax.Array:
     """Stored batch [B, H, W, C] -> model input float32 [B, H, W, C] (runs inside jit).
 
-    mode 'dynamic': x ~ Bernoulli(pixel) with `key`; 'static': each example drawn with
-    a key fixed by (split, example `index`), so it is the same every epoch and run;
-    'none': grey levels.
+    mode 'dynamic': x ~ Bernoulli(pixel) with `key` (`bernoulli_pixels`); 'static': each
+    example drawn with a key fixed by (split, example `index`), so it is the same every
+    epoch and run; 'none': grey levels.
     """
+    if mode == "dynamic":
+        return bernoulli_pixels(key, x)
     p = to_unit_interval(x)
     if mode == "none":
         return p
-    if mode == "dynamic":
-        return jax.random.bernoulli(key, p).astype(jnp.float32)
     if mode == "static":
         base = static_binarization_key(split)
         draw = lambda i, pi: jax.random.bernoulli(jax.random.fold_in(base, i), pi)

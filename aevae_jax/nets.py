@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from aevae_jax.config import INITS
+from aevae_jax.conv import Conv, ConvTranspose, resolve_impl
 from aevae_jax.errors import UserError
 
 ACTIVATIONS = {
@@ -54,13 +55,13 @@ def dense(features: int, h: jax.Array, init: str) -> jax.Array:
     return nn.Dense(features, **layer_init(init, h.shape[-1]))(h)
 
 
-def conv(kind, features: int, h: jax.Array, init: str) -> jax.Array:
-    """A 3x3 stride-2 'SAME' (transposed) convolution. PyTorch's rule takes fan_in from
-    the weight's second axis: input channels for Conv2d, output channels for
-    ConvTranspose2d; 'torch' init follows it."""
-    fan_in = 9 * (features if kind is nn.ConvTranspose else h.shape[-1])
-    layer = kind(features, (3, 3), strides=(2, 2), padding="SAME", **layer_init(init, fan_in))
-    return layer(h)
+def conv(kind, features: int, h: jax.Array, init: str, impl: str) -> jax.Array:
+    """A 3x3 stride-2 'SAME' (transposed) convolution (`aevae_jax.conv`: Flax's function
+    and parameters, computed by `impl`). PyTorch's rule takes fan_in from the weight's
+    second axis: input channels for Conv2d, output channels for ConvTranspose2d; 'torch'
+    init follows it."""
+    fan_in = 9 * (features if kind is ConvTranspose else h.shape[-1])
+    return kind(features, impl, **layer_init(init, fan_in))(h)
 
 
 def get_activation(name: str):
@@ -121,13 +122,14 @@ class ConvEncoder(nn.Module):
     out_dim: int
     activation: str = "relu"
     init_scheme: str = "lecun"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = get_activation(self.activation)
         h = x
         for c in self.channels:
-            h = act(conv(nn.Conv, c, h, self.init_scheme))
+            h = act(conv(Conv, c, h, self.init_scheme, self.conv_impl))
         h = with_cond(h.reshape(h.shape[0], -1), cond)
         for width in self.hidden:
             h = act(dense(width, h, self.init_scheme))
@@ -143,6 +145,7 @@ class ConvDecoder(nn.Module):
     image_shape: tuple[int, ...]
     activation: str = "relu"
     init_scheme: str = "lecun"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
@@ -156,8 +159,8 @@ class ConvDecoder(nn.Module):
         h = act(dense((height // scale) * (width // scale) * channels[-1], h, self.init_scheme))
         h = h.reshape(z.shape[0], height // scale, width // scale, channels[-1])
         for c in reversed(channels[:-1]):
-            h = act(conv(nn.ConvTranspose, c, h, self.init_scheme))
-        return conv(nn.ConvTranspose, out_channels, h, self.init_scheme)
+            h = act(conv(ConvTranspose, c, h, self.init_scheme, self.conv_impl))
+        return conv(ConvTranspose, out_channels, h, self.init_scheme, self.conv_impl)
 
 
 def make_backbone(
@@ -169,12 +172,15 @@ def make_backbone(
     conv_channels: Sequence[int] = (32, 64),
     init: str = "lecun",
     outputs_per_channel: int = 1,
+    conv_impl: str = "auto",
 ) -> tuple[nn.Module, nn.Module]:
     """The (encoder, decoder) pair for `kind` ('mlp' or 'conv') and an image shape
     [H, W, C]; the decoder outputs [H, W, C * outputs_per_channel] (the likelihood's
-    parameters per sub-pixel)."""
+    parameters per sub-pixel). `conv_impl` picks how the convolutions are computed
+    (`aevae_jax.conv`; the function and parameters are the same)."""
     get_activation(activation)  # fail on bad names before any tracing
     layer_init(init, 1)
+    resolve_impl(conv_impl)
     out_shape = (*image_shape[:-1], image_shape[-1] * outputs_per_channel)
     if kind == "mlp":
         return (
@@ -190,7 +196,11 @@ def make_backbone(
                 "Use --backbone mlp, or pad/crop the images (28x28 and 32x32 work)."
             )
         return (
-            ConvEncoder(tuple(conv_channels), tuple(hidden), encoder_out, activation, init),
-            ConvDecoder(tuple(conv_channels), tuple(hidden), out_shape, activation, init),
+            ConvEncoder(
+                tuple(conv_channels), tuple(hidden), encoder_out, activation, init, conv_impl
+            ),
+            ConvDecoder(
+                tuple(conv_channels), tuple(hidden), out_shape, activation, init, conv_impl
+            ),
         )
     raise UserError(f"unknown backbone {kind!r}; choose mlp or conv")

@@ -115,41 +115,52 @@ def make_update(loss: Callable, tx: optax.GradientTransformation) -> Callable:
     return update
 
 
+def make_train_step(loss: Callable, tx: optax.GradientTransformation, binarize: str) -> Callable:
+    """step(state, keys, x_train, y_train, idx) -> (state, metrics): one update on the
+    examples `idx` [B] of the uint8 split, gathered, scaled and binarized on the device
+    with the step's keys (`fold_in(stream, state.step)`). Pure and un-jitted: the epoch
+    scans it, and `jax.jit(step, donate_argnums=0)` runs it one call per step."""
+    update = make_update(loss, tx)
+
+    def step_fn(state: TrainState, keys, x_train, y_train, idx):
+        k_bin = jax.random.fold_in(keys["binarize"], state.step)
+        k_model = jax.random.fold_in(keys["model"], state.step)
+        x = preprocess(jnp.take(x_train, idx, axis=0), binarize, k_bin, idx, split=0)
+        y = None if y_train is None else jnp.take(y_train, idx, axis=0)
+        params, opt_state, value, metrics = update(
+            state.params, state.opt_state, Batch(x, y), k_model, state.step
+        )
+        return TrainState(params, opt_state, state.step + 1), {"objective": value, **metrics}
+
+    return step_fn
+
+
 def make_train_epoch(
     loss: Callable,
     tx: optax.GradientTransformation,
     binarize: str,
     batch_size: int,
     n_train: int,
+    jit: bool = True,
 ) -> Callable:
-    """The jitted epoch: (state, keys, x_train, y_train, epoch) -> (state, mean metrics).
+    """The epoch: (state, keys, x_train, y_train, epoch) -> (state, mean metrics), jitted
+    with the state's buffers donated (`jit=False`: the pure function, to wrap otherwise).
 
-    One `lax.scan` over floor(n_train / batch_size) steps of a fresh permutation
-    (the remainder of each permutation is left out of that epoch). Images stay uint8
-    on the device; batches are gathered, scaled and binarized inside the scan. The
-    state's buffers are donated.
+    One `lax.scan` of `make_train_step` over floor(n_train / batch_size) steps of a fresh
+    permutation (the remainder of each permutation is left out of that epoch). Images
+    stay uint8 on the device; batches are gathered, scaled and binarized inside the scan.
     """
     steps = n_train // batch_size
-    update = make_update(loss, tx)
+    step_fn = make_train_step(loss, tx, binarize)
 
     def epoch_fn(state: TrainState, keys, x_train, y_train, epoch):
         order = jax.random.permutation(jax.random.fold_in(keys["data"], epoch), n_train)
         order = order[: steps * batch_size].reshape(steps, batch_size)
-
-        def step_fn(state: TrainState, idx):
-            k_bin = jax.random.fold_in(keys["binarize"], state.step)
-            k_model = jax.random.fold_in(keys["model"], state.step)
-            x = preprocess(jnp.take(x_train, idx, axis=0), binarize, k_bin, idx, split=0)
-            y = None if y_train is None else jnp.take(y_train, idx, axis=0)
-            params, opt_state, value, metrics = update(
-                state.params, state.opt_state, Batch(x, y), k_model, state.step
-            )
-            return TrainState(params, opt_state, state.step + 1), {"objective": value, **metrics}
-
-        state, per_step = jax.lax.scan(step_fn, state, order)
+        scan_step = lambda state, idx: step_fn(state, keys, x_train, y_train, idx)
+        state, per_step = jax.lax.scan(scan_step, state, order)
         return state, jax.tree.map(jnp.mean, per_step)
 
-    return jax.jit(epoch_fn, donate_argnums=(0,))
+    return jax.jit(epoch_fn, donate_argnums=(0,)) if jit else epoch_fn
 
 
 @dataclasses.dataclass

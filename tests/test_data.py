@@ -186,14 +186,49 @@ def test_preprocess_none_scales_uint8_to_unit_interval():
     np.testing.assert_allclose(data.preprocess(x, "none", None), [[0.0, 0.2, 1.0]])
 
 
+def test_dynamic_binarization_thresholds_are_exact_to_2_pow_minus_17():
+    # P(x = 1) = t / 2^16 over the 2^16 equally likely 16-bit draws u, x = [u < t].
+    k = np.arange(256)
+    t = np.asarray(data.bernoulli_threshold(jnp.asarray(k, jnp.uint8))).astype(np.int64)
+    np.testing.assert_array_equal(t, np.round(k * 65536 / 255))  # no float rounding
+    assert t[0] == 0 and t[255] == 65536  # black is always 0, white always 1
+    assert np.abs(t / 65536 - k / 255).max() <= 2.0**-17
+    p = np.linspace(0, 1, 1001, dtype=np.float32)  # a user's float images
+    tf = np.asarray(data.bernoulli_threshold(jnp.asarray(p))).astype(np.int64)
+    assert np.abs(tf / 65536 - p.astype(np.float64)).max() <= 2.0**-17 + 1e-7
+
+
+def test_dynamic_binarization_uses_16_bits_per_pixel_as_specified():
+    # By hand from the key's words: pixel j of a row takes the high half of word j,
+    # pixel ceil(D/2) + j the low half; the pixel is 1 when that half is below t.
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (5, 7, 7, 1)), jnp.uint8)
+    key = jax.random.key(3)
+    words = np.asarray(jax.random.bits(key, (5, 25), jnp.uint32))
+    u = np.concatenate([words >> 16, words & 0xFFFF], axis=1)[:, :49].reshape(x.shape)
+    t = np.round(np.asarray(x, np.int64) * 65536 / 255)
+    np.testing.assert_array_equal(data.preprocess(x, "dynamic", key), (u < t).astype(np.float32))
+
+
 def test_dynamic_binarization_is_bernoulli_of_the_grey_level_and_keyed():
-    x = jnp.full((200_000,), 51, jnp.uint8)  # p = 0.2
-    a = data.preprocess(x, "dynamic", jax.random.key(0))
-    b = data.preprocess(x, "dynamic", jax.random.key(1))
+    levels = jnp.tile(jnp.arange(256, dtype=jnp.uint8), (4096, 1))  # 4,096 draws per level
+    a = np.asarray(data.preprocess(levels, "dynamic", jax.random.key(0)))
     assert set(np.unique(a).tolist()) == {0.0, 1.0}
-    assert float(a.mean()) == pytest.approx(0.2, abs=0.005)
-    assert not np.array_equal(a, b)
-    np.testing.assert_array_equal(a, data.preprocess(x, "dynamic", jax.random.key(0)))
+    p = np.arange(256) / 255
+    freq = a.mean(axis=0)
+    assert freq[0] == 0.0 and freq[255] == 1.0
+    sd = np.sqrt(p * (1 - p) / 4096)
+    z = (freq - p)[1:255] / sd[1:255]
+    assert np.abs(z).max() < 5.0
+    assert np.mean(z**2) == pytest.approx(1.0, abs=0.3)  # chi-square / dof near 1
+    # One key gives the same bits; another key, and the next step's key, others.
+    np.testing.assert_array_equal(a, data.preprocess(levels, "dynamic", jax.random.key(0)))
+    assert not np.array_equal(a, data.preprocess(levels, "dynamic", jax.random.key(1)))
+    step = jax.random.fold_in(jax.random.key(0), 1)
+    assert not np.array_equal(a, data.preprocess(levels, "dynamic", step))
+    # An example's draw does not depend on the batch it sits in (nor on its sharding).
+    np.testing.assert_array_equal(
+        a[:100], data.preprocess(levels[:100], "dynamic", jax.random.key(0))
+    )
 
 
 def test_static_binarization_is_fixed_per_example_index():

@@ -355,7 +355,7 @@ def evaluate_model(
 
     if model.log_importance_weights is not None:
         k = 1 if model.point_posterior else iwae_k
-        elbo = SplitMap(_iwae_bound(model, 1), chunk)((params, keys["elbo"]), (x_test, y_test))
+        elbo = SplitMap(iwae_bound(model, 1), chunk)((params, keys["elbo"]), (x_test, y_test))
         per_image["neg_elbo"] = -np.asarray(elbo)
         out["test_neg_elbo"] = float(np.mean(per_image["neg_elbo"]))
         if "kl" in per_image:
@@ -363,7 +363,7 @@ def evaluate_model(
             # terms use independent draws, so their gap should be noise around zero.
             terms = per_image["distortion"] + per_image["kl"]
             out["elbo_gap"] = M.paired_bootstrap(per_image["neg_elbo"], terms)
-        iwae = SplitMap(_iwae_bound(model, k), max(1, chunk // 5), block=500)(
+        iwae = SplitMap(iwae_bound(model, k), max(1, chunk // 5), block=500)(
             (params, keys["iwae"]), (x_test, y_test), desc=f"IWAE K={k}", progress=progress
         )
         per_image["nll_iwae"] = -np.asarray(iwae)
@@ -405,7 +405,7 @@ def evaluate_model(
     return Evaluation(out, per_image)
 
 
-def _iwae_bound(model: Model, k: int) -> Callable:
+def iwae_bound(model: Model, k: int) -> Callable:
     """Per example: the K-sample bound log (1/K) sum_k w_k, with the example's own key."""
 
     def bound(context, xi, yi, i):

@@ -76,3 +76,46 @@ def paired_ratio(a_rounds: list[float], b_rounds: list[float]) -> dict[str, floa
     ratios = sorted(b / a for a, b in zip(a_rounds, b_rounds, strict=True))
     q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     return {"median": statistics.median(ratios), "q1": q[0], "q3": q[2]}
+
+
+def compiled_stats(fn, *args) -> dict:
+    """Compile `fn` (a jitted function) for `args` and read XLA's own accounting:
+    {"compile_s", "flops" (XLA's cost analysis: every arithmetic operation of one call,
+    matmuls as 2 per multiply-add), "peak_bytes" (arguments + outputs + temporaries,
+    less donated buffers: XLA's estimate of the call's footprint)}."""
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    seconds = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    mem = compiled.memory_analysis()
+    peak = None
+    if mem is not None:
+        peak = (
+            mem.argument_size_in_bytes
+            + mem.output_size_in_bytes
+            + mem.temp_size_in_bytes
+            - mem.alias_size_in_bytes
+        )
+    return {"compile_s": seconds, "flops": float(cost.get("flops", 0.0)), "peak_bytes": peak}
+
+
+def matmul_peak_gflops(sizes=(512, 1024, 2048), repeats: int = 7) -> float:
+    """The machine's f32 matrix-product speed in GFLOP/s, measured now: the best, over
+    square sizes, of the median time of a jitted n x n product (2 n^3 FLOPs)."""
+    best = 0.0
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        product = jax.jit(jnp.matmul)
+        jax.block_until_ready(product(a, b))
+        calls = max(1, int(4e9 / (2 * n**3)))  # about 4 GFLOP per measurement
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                c = product(a, b)
+            jax.block_until_ready(c)
+            times.append((time.perf_counter() - t0) / calls)
+        best = max(best, 2 * n**3 / statistics.median(times) / 1e9)
+    return best

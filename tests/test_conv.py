@@ -13,7 +13,7 @@ from aevae_jax.nets import make_backbone
 
 # (H, W, C_in, features): the 28x28 and 32x32 backbones' layer shapes (fewer
 # channels), and odd sizes.
-SHAPES = [(28, 28, 1, 8), (7, 7, 16, 8), (32, 32, 3, 6), (7, 5, 2, 3)]
+SHAPES = [(28, 28, 1, 8), (32, 32, 3, 6), (7, 5, 2, 3)]
 LAYERS = [(conv.Conv, nn.Conv), (conv.ConvTranspose, nn.ConvTranspose)]
 
 
@@ -69,8 +69,9 @@ def test_transposed_convolution_taps_by_hand():
     np.testing.assert_allclose(out[:, 1], [1000, 100, 10 + 2000, 200, 20 + 3000, 300])
 
 
-@pytest.mark.parametrize("image_shape, per_channel", [((28, 28, 1), 1), ((32, 32, 3), 2)])
-def test_backbones_agree_across_implementations_on_the_same_parameters(image_shape, per_channel):
+def test_backbones_agree_across_implementations_on_the_same_parameters():
+    # The 32x32x3 backbone with two outputs per sub-pixel (the discretised logistic).
+    image_shape, per_channel = (32, 32, 3), 2
     x = jax.random.uniform(jax.random.key(0), (4, *image_shape))
     nets = {
         impl: make_backbone(

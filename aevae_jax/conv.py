@@ -51,8 +51,16 @@ TAP = ((0, 2), (None, 1))
 def resolve_impl(impl: str) -> str:
     """'im2col' or 'xla' for `impl` on the default backend (see the module docstring)."""
     if impl == "auto":
-        impl = os.environ.get(ENV_VAR) or ("im2col" if jax.default_backend() == "cpu" else "xla")
-    if impl not in CONV_IMPLS[1:]:
+        forced = os.environ.get(ENV_VAR, "auto")
+        if forced not in CONV_IMPLS:
+            raise UserError(
+                f"{ENV_VAR}={forced!r} is not a conv implementation; set it to one of "
+                f"{', '.join(CONV_IMPLS)}, or unset it"
+            )
+        impl = forced
+    if impl == "auto":
+        impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+    if impl not in CONV_IMPLS:
         raise UserError(f"unknown conv implementation {impl!r}; choose one of {CONV_IMPLS}")
     return impl
 

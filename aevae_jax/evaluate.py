@@ -67,11 +67,12 @@ class SplitMap:
     The split runs in blocks of `block` examples from Python (one compiled function,
     the last block padded), so long evaluations show a progress bar; within a block,
     `map_examples` chunks by `chunk`. `context` (parameters, keys) is an argument,
-    never a constant baked into the compiled code."""
+    never a constant baked into the compiled code. `run_block(context, arrays, offset)` is
+    the compiled function of one block (examples offset, offset + 1, ...)."""
 
     def __init__(self, fn: Callable, chunk: int = 500, block: int | None = None):
         self.block = block
-        self._run = jax.jit(
+        self.run_block = jax.jit(
             lambda context, arrays, offset: map_examples(
                 functools.partial(fn, context), arrays, chunk, offset
             )
@@ -80,7 +81,7 @@ class SplitMap:
     def __call__(self, context, arrays, desc: str | None = None, progress: bool = False):
         n = next(a.shape[0] for a in arrays if a is not None)
         if self.block is None or n <= self.block:
-            return self._run(context, arrays, 0)
+            return self.run_block(context, arrays, 0)
         starts = range(0, n, self.block)
         starts = progress_bar(starts, desc=desc, unit="block", enabled=progress)
         outs = []
@@ -88,7 +89,7 @@ class SplitMap:
             part = tuple(
                 None if a is None else _padded(a[s : s + self.block], self.block) for a in arrays
             )
-            outs.append(self._run(context, part, s))
+            outs.append(self.run_block(context, part, s))
             if progress:  # the bar shows finished work, not dispatched work
                 jax.block_until_ready(outs[-1])
         return jax.tree.map(lambda *o: jnp.concatenate(o)[:n], *outs)

@@ -180,7 +180,6 @@ def make_backbone(
     (`aevae_jax.conv`; the function and parameters are the same)."""
     get_activation(activation)  # fail on bad names before any tracing
     layer_init(init, 1)
-    resolve_impl(conv_impl)
     out_shape = (*image_shape[:-1], image_shape[-1] * outputs_per_channel)
     if kind == "mlp":
         return (
@@ -188,6 +187,7 @@ def make_backbone(
             MLPDecoder(tuple(hidden), out_shape, activation, init),
         )
     if kind == "conv":
+        resolve_impl(conv_impl)
         scale = 2 ** len(conv_channels)
         if len(image_shape) != 3 or image_shape[0] % scale or image_shape[1] % scale:
             raise UserError(

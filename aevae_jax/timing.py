@@ -38,7 +38,7 @@ def interleaved_step_times(
     bar = progress_bar(
         total=len(runs) * (rounds + 1), desc="step times", unit="run", enabled=progress
     )
-    prepared = {}
+    prepared, runners = {}, {}
     for name, (model, cfg) in runs.items():
         steps_per_epoch = len(x_train) // cfg.batch_size
         n = min(steps, steps_per_epoch) * cfg.batch_size
@@ -49,26 +49,39 @@ def interleaved_step_times(
         epoch = make_train_epoch(plan.loss, plan.tx, cfg.data.binarize, cfg.batch_size, n)
         state = TrainState(params, opt_states[plan.name], jnp.zeros((), jnp.int32))
         state, _ = epoch(state, keys, x, y, 0)  # compile and warm up
-        jax.block_until_ready(state)
-        prepared[name] = [epoch, state, keys, x, y, n // cfg.batch_size]
-        bar.update()
+        prepared[name] = {"state": jax.block_until_ready(state), "epoch": 0}
 
-    names = list(prepared)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            epoch, state, keys, x, y, steps_run = prepared[name]
-            t0 = time.perf_counter()
-            state, metrics = epoch(state, keys, x, y, r + 1)
-            jax.block_until_ready((state, metrics))
-            times[name].append(1000 * (time.perf_counter() - t0) / steps_run)
-            prepared[name][1] = state
-            bar.update()
+        def run(p=prepared[name], epoch=epoch, keys=keys, x=x, y=y):
+            p["epoch"] += 1
+            p["state"], metrics = epoch(p["state"], keys, x, y, p["epoch"])
+            jax.block_until_ready((p["state"], metrics))
+
+        runners[name] = (run, n // cfg.batch_size)
+        bar.update()
+    times = interleaved_rounds(runners, rounds, bar)
     bar.close()
     return {
         name: {"step_ms": statistics.median(values), "rounds_ms": values}
         for name, values in times.items()
     }
+
+
+def interleaved_rounds(runners: dict, rounds: int, bar=None) -> dict[str, list[float]]:
+    """{name: [ms per step, one per round]} of `runners` {name: (run, steps)}, where
+    `run()` does `steps` steps and blocks until they are done. Each round runs every
+    runner once, the order rotating by one each round, so that every runner sees the
+    machine's load of that round and per-round ratios pair them fairly."""
+    names = list(runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            run, steps = runners[name]
+            t0 = time.perf_counter()
+            run()
+            times[name].append(1000 * (time.perf_counter() - t0) / steps)
+            if bar is not None:
+                bar.update()
+    return times
 
 
 def paired_ratio(a_rounds: list[float], b_rounds: list[float]) -> dict[str, float]:
@@ -100,16 +113,20 @@ def compiled_stats(fn, *args) -> dict:
     return {"compile_s": seconds, "flops": float(cost.get("flops", 0.0)), "peak_bytes": peak}
 
 
-def matmul_peak_gflops(sizes=(512, 1024, 2048), repeats: int = 7) -> float:
+def matmul_peak_gflops(sizes=(512, 1024, 2048, 4096), repeats: int = 5) -> float:
     """The machine's f32 matrix-product speed in GFLOP/s, measured now: the best, over
-    square sizes, of the median time of a jitted n x n product (2 n^3 FLOPs)."""
+    square sizes, of the median time of a jitted n x n product (2 n^3 FLOPs), each
+    measurement long enough (about 0.1 s of calls) that dispatch does not count, on a GPU
+    too. f32 products run at JAX's default precision (TF32 on recent NVIDIA GPUs)."""
     best = 0.0
     for n in sizes:
         a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
         b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
         product = jax.jit(jnp.matmul)
         jax.block_until_ready(product(a, b))
-        calls = max(1, int(4e9 / (2 * n**3)))  # about 4 GFLOP per measurement
+        t0 = time.perf_counter()
+        jax.block_until_ready(product(a, b))
+        calls = max(1, min(1000, int(0.1 / max(time.perf_counter() - t0, 1e-6))))
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()

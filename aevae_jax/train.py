@@ -141,10 +141,9 @@ def make_train_epoch(
     binarize: str,
     batch_size: int,
     n_train: int,
-    jit: bool = True,
 ) -> Callable:
     """The epoch: (state, keys, x_train, y_train, epoch) -> (state, mean metrics), jitted
-    with the state's buffers donated (`jit=False`: the pure function, to wrap otherwise).
+    with the state's buffers donated.
 
     One `lax.scan` of `make_train_step` over floor(n_train / batch_size) steps of a fresh
     permutation (the remainder of each permutation is left out of that epoch). Images
@@ -160,7 +159,7 @@ def make_train_epoch(
         state, per_step = jax.lax.scan(scan_step, state, order)
         return state, jax.tree.map(jnp.mean, per_step)
 
-    return jax.jit(epoch_fn, donate_argnums=(0,)) if jit else epoch_fn
+    return jax.jit(epoch_fn, donate_argnums=(0,))
 
 
 @dataclasses.dataclass

@@ -8,9 +8,9 @@
 #                                          # Debian's IDX files are (data/ is git-ignored)
 #   bash benchmarks/gpu.sh [data/fashion_mnist.npz]                      # on the GPU machine
 set -euo pipefail
+NPZ=$(realpath -m "${1:-$(dirname "$0")/../data/fashion_mnist.npz}")
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-NPZ=${1:-data/fashion_mnist.npz}
 RESULTS=${RESULTS:-benchmarks/results}
 if [ ! -f "$NPZ" ]; then
   echo "gpu.sh: no $NPZ; make it where the data is: python benchmarks/make_npz.py fashion_mnist $NPZ" >&2
@@ -27,6 +27,8 @@ if jax.default_backend() != "gpu":
 print("gpu.sh:", jax.devices()[0].device_kind, "jax", jax.__version__)
 PYEOF
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# JAX takes GPU memory as it needs it, so that the PyTorch baseline fits beside it.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 # Every registered model would take longer than 5 minutes to compile; the VAE and AE on
 # both backbones at batch 128 and 512 cover the targets (f32 matmuls run as JAX's default
 # precision, which is TF32 on Ampere and Hopper).

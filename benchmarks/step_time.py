@@ -9,13 +9,17 @@ step two ways, each after compilation:
 and beside them, in the same process and interleaved round by round (so that every
 side sees the same machine load):
 - `minimal_jax_step_ms`: a minimal hand-written Flax/Optax VAE step with no project code
-  (benchmarks/minimal_jax.py), for the VAE;
+  (benchmarks/minimal_jax.py), one jitted call per step, for the VAE. It is what a user
+  would write from the documentation: `jax.random.bernoulli` (32 random bits per pixel),
+  `flax.linen.Conv` (XLA's convolutions), no metrics beyond the loss;
 - `torch_step_ms`: PyTorch eager, the same architecture and work (benchmarks/
-  torch_baselines.py), for the AE and the VAE, where torch is installed.
-Every side gathers its batch from the uint8 training images, scales and binarizes it
-(a fresh Bernoulli draw per step) and takes an Adam step. Ratios are medians of per-round
-ratios: `torch_ratio` = PyTorch time / ours, `minimal_jax_ratio` = minimal JAX / ours
-(above 1: ours is faster), both against the scan step.
+  torch_baselines.py), for the AE and the VAE, where torch is installed (on the GPU when
+  torch sees one).
+Every side gathers its batch from the uint8 training images on the device, scales and
+binarizes it (a fresh Bernoulli draw per step) and takes an Adam step. Ratios are
+medians of per-round ratios: `torch_ratio` = PyTorch time / ours, `minimal_jax_ratio` =
+minimal JAX / ours (above 1: ours is faster), both against the scan step, how `aevae
+train` runs; `*_ratio_vs_jit` compare with our per-step jitted call instead.
 
 Also per record: compile time of the epoch (`compile_s`); XLA's FLOP count of one step
 (`gflops_per_step`, from its cost analysis), the FLOP/s achieved inside the scan and
@@ -53,10 +57,16 @@ from minimal_jax import make_minimal_vae_step
 from torch_baselines import import_torch, make_torch_step
 
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
+from aevae_jax.conv import resolve_impl
 from aevae_jax.data import DataSpec, load_dataset
 from aevae_jax.errors import UserError
 from aevae_jax.models import make_model, model_names
-from aevae_jax.timing import compiled_stats, matmul_peak_gflops, paired_ratio
+from aevae_jax.timing import (
+    compiled_stats,
+    interleaved_rounds,
+    matmul_peak_gflops,
+    paired_ratio,
+)
 from aevae_jax.train import (
     TrainState,
     init_state,
@@ -79,6 +89,7 @@ COLUMNS = [
     ("compile_s", "compile s", "{:.1f}"),
     ("images_per_s", "images/s", "{:,.0f}"),
     ("gflops_per_step", "GFLOP/step", "{:.3f}"),
+    ("hand_gflops_per_step", "hand count", "{:.3f}"),
     ("pct_of_peak", "% of matmul peak", "{:.0f}"),
     ("torch_step_ms", "PyTorch ms", "{:.2f}"),
     ("torch_ratio", "PyTorch / ours", "{:.2f}x"),
@@ -109,27 +120,16 @@ def parse_args(argv=None):
 
 
 def hand_flops_mlp_vae(batch: int, dims: int, hidden: int, latent: int) -> float:
-    """Matmul FLOPs of one MLP VAE step (dims-hidden-2*latent, latent-hidden-dims): the
-    forward products, the same again for the weight gradients, and again for the input
-    gradients of every layer but the first (its input is data)."""
+    """Matmul FLOPs of one step of the MLP VAE with one hidden layer (dims-hidden-2*latent,
+    latent-hidden-dims): the forward products, the same again for the weight gradients,
+    and again for the input gradients of every layer but the first (its input is data)."""
     forward = 2 * batch * (dims * hidden + hidden * 2 * latent + latent * hidden + hidden * dims)
     return 3 * forward - 2 * batch * dims * hidden
 
 
-class Side:
-    """One timed implementation: `run(steps)` runs that many steps and blocks."""
-
-    def __init__(self, name, run):
-        self.name, self.run, self.rounds_ms = name, run, []
-
-    def time_round(self, steps):
-        t0 = time.perf_counter()
-        self.run(steps)
-        self.rounds_ms.append(1000 * (time.perf_counter() - t0) / steps)
-
-
-def project_sides(name, backbone, batch, x_train, y_train, steps):
-    """The scan and per-step jit sides of a registered model, and its compile/cost stats."""
+def project_runners(name, backbone, batch, x_train, y_train, steps):
+    """The scan and per-step jit runners of a registered model ({name: (run, steps)}),
+    and its compile time and XLA's counts for one step."""
     cfg = prepare_config(
         RunConfig(
             data=DataConfig(dataset="bench"),
@@ -146,58 +146,62 @@ def project_sides(name, backbone, batch, x_train, y_train, steps):
     spec_classes = None if y_train is None else int(y_train.max()) + 1
     model = make_model(cfg.model, DataSpec("bench", x_train.shape[1:], spec_classes))
     n = steps * batch
-    x, y = x_train[:n], None if y_train is None else y_train[:n]
+    x = jnp.asarray(x_train[:n])  # on the device once, as `aevae train` keeps it
+    y = None if y_train is None else jnp.asarray(y_train[:n])
     plan = plan_stages(model, cfg, steps)[0]
     keys = make_streams(0)
     params, opt_states = init_state(model, [plan], keys["init"], x, y)
     state = TrainState(params, opt_states[plan.name], jnp.zeros((), jnp.int32))
     epoch = make_train_epoch(plan.loss, plan.tx, cfg.data.binarize, batch, n)
     step = jax.jit(make_train_step(plan.loss, plan.tx, cfg.data.binarize), donate_argnums=(0,))
-    idx = jnp.arange(batch, dtype=jnp.int32)
-    one_step = compiled_stats(step, state, keys, x, y, idx)
-    stats = {**one_step, "compile_s": compiled_stats(epoch, state, keys, x, y, 0)["compile_s"]}
-    order = jax.random.permutation(jax.random.key(1), n).reshape(steps, batch)
-    box = {"scan": state, "epoch": 0}
-    box["scan"], _ = epoch(box["scan"], keys, x, y, 0)  # warm up
-    box["jit"] = jax.tree.map(jnp.copy, box["scan"])
-    box["jit"], _ = step(box["jit"], keys, x, y, order[0])
+    rows = batch_indices(n, batch)
+    stats = compiled_stats(step, state, keys, x, y, rows[0])
+    stats["compile_s"] = compiled_stats(epoch, state, keys, x, y, 0)["compile_s"]
+    box = {"epoch": 0}
+    box["scan"], _ = epoch(state, keys, x, y, 0)  # warm up
+    box["jit"], _ = step(jax.tree.map(jnp.copy, box["scan"]), keys, x, y, rows[0])
     jax.block_until_ready(box)
 
-    def run_scan(_steps):
+    def run_scan():
         box["epoch"] += 1
         box["scan"], metrics = epoch(box["scan"], keys, x, y, box["epoch"])
         jax.block_until_ready((box["scan"], metrics))
 
-    def run_jit(k):
+    def run_jit():
         state = box["jit"]
-        for i in range(k):
-            state, metrics = step(state, keys, x, y, order[i])
-        jax.block_until_ready((state, metrics))
-        box["jit"] = state
+        for idx in rows:
+            state, _ = step(state, keys, x, y, idx)
+        box["jit"] = jax.block_until_ready(state)
 
-    return [Side("scan", run_scan), Side("jit", run_jit)], stats
+    return {"scan": (run_scan, steps), "jit": (run_jit, steps)}, stats
 
 
-def minimal_side(backbone, batch, x_train, steps):
+def batch_indices(n, batch):
+    """One epoch's batches of example indices, each its own device array (made before
+    any timing, so that no side pays for slicing)."""
+    order = jax.random.permutation(jax.random.key(1), n).reshape(n // batch, batch)
+    return [jax.block_until_ready(order[i]) for i in range(n // batch)]
+
+
+def minimal_runner(backbone, batch, x_train, steps):
     step, state = make_minimal_vae_step(
         backbone, x_train.shape[1:], batch, HIDDEN, LATENT, CHANNELS
     )
     images = jnp.asarray(x_train[: steps * batch])
-    order = jax.random.permutation(jax.random.key(1), steps * batch).reshape(steps, batch)
-    keys = jax.random.split(jax.random.key(2), steps)
-    box = {"state": step(state, images, order[0], keys[0])}
-    jax.block_until_ready(box)
+    rows = batch_indices(steps * batch, batch)
+    keys = list(jax.random.split(jax.random.key(2), steps))
+    box = {"state": jax.block_until_ready(step(state, images, rows[0], keys[0]))}
 
-    def run(k):
+    def run():
         s = box["state"]
-        for i in range(k):
-            s = step(s, images, order[i], keys[i])
+        for idx, key in zip(rows, keys, strict=True):
+            s = step(s, images, idx, key)
         box["state"] = jax.block_until_ready(s)
 
-    return Side("minimal_jax", run)
+    return run, steps
 
 
-def torch_side(torch, name, backbone, batch, x_train, steps):
+def torch_runner(torch, name, backbone, batch, x_train, steps):
     step = make_torch_step(
         torch, name, backbone, x_train[: steps * batch], batch, HIDDEN, LATENT, CHANNELS
     )
@@ -206,27 +210,26 @@ def torch_side(torch, name, backbone, batch, x_train, steps):
     for _ in range(3):
         step()  # warm up
 
-    def run(k):
-        for _ in range(k):
+    def run():
+        for _ in range(steps):
             step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
 
-    return Side("torch", run)
+    return run, steps
 
 
 def measure(name, backbone, batch, x_train, y_train, args, torch, peak) -> dict:
     steps = args.steps
-    sides, stats = project_sides(name, backbone, batch, x_train, y_train, steps)
+    runners, stats = project_runners(name, backbone, batch, x_train, y_train, steps)
     if name == "vae":
-        sides.append(minimal_side(backbone, batch, x_train, steps))
+        runners["minimal_jax"] = minimal_runner(backbone, batch, x_train, steps)
     if torch is not None:
-        side = torch_side(torch, name, backbone, batch, x_train, steps)
-        if side is not None:
-            sides.append(side)
-    for r in range(args.rounds):
-        for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
-            side.time_round(steps)
-    by = {s.name: s for s in sides}
-    scan_ms = statistics.median(by["scan"].rounds_ms)
+        runner = torch_runner(torch, name, backbone, batch, x_train, steps)
+        if runner is not None:
+            runners["torch"] = runner
+    times = interleaved_rounds(runners, args.rounds)
+    scan_ms = statistics.median(times["scan"])
     achieved = stats["flops"] / (scan_ms / 1000) / 1e9
     record = {
         "model": name,
@@ -234,35 +237,32 @@ def measure(name, backbone, batch, x_train, y_train, args, torch, peak) -> dict:
         "batch_size": batch,
         "steps_timed": args.rounds * steps,
         "step_ms_scan": scan_ms,
-        "step_ms_jit": statistics.median(by["jit"].rounds_ms),
+        "step_ms_jit": statistics.median(times["jit"]),
         "compile_s": stats["compile_s"],
         "images_per_s": batch / scan_ms * 1000,
         "gflops_per_step": stats["flops"] / 1e9,
+        "hand_gflops_per_step": None,
         "achieved_gflops": achieved,
         "peak_gflops": peak,
         "pct_of_peak": 100 * achieved / peak,
         "peak_mem_mb": None if stats["peak_bytes"] is None else stats["peak_bytes"] / 2**20,
         "device": jax.devices()[0].device_kind,
-        "conv_impl": None if backbone != "conv" else conv_impl_name(),
+        "conv_impl": resolve_impl("auto") if backbone == "conv" else None,
     }
     for side in ("torch", "minimal_jax"):
-        if side in by:
-            record[f"{side}_step_ms"] = statistics.median(by[side].rounds_ms)
-            ratio = paired_ratio(by["scan"].rounds_ms, by[side].rounds_ms)
+        record[f"{side}_step_ms"] = record[f"{side}_ratio"] = None
+        if side in times:
+            record[f"{side}_step_ms"] = statistics.median(times[side])
+            ratio = paired_ratio(times["scan"], times[side])
             record[f"{side}_ratio"] = ratio["median"]
             record[f"{side}_ratio_iqr"] = [ratio["q1"], ratio["q3"]]
-        else:
-            record[f"{side}_step_ms"] = record[f"{side}_ratio"] = None
-    if name == "vae" and backbone == "mlp" and len(x_train.shape) == 4:
+            # The same comparison with our per-step jitted call: one dispatch per step
+            # on both sides.
+            record[f"{side}_ratio_vs_jit"] = paired_ratio(times["jit"], times[side])["median"]
+    if name == "vae" and backbone == "mlp" and len(HIDDEN) == 1:
         dims = int(np.prod(x_train.shape[1:]))
         record["hand_gflops_per_step"] = hand_flops_mlp_vae(batch, dims, HIDDEN[0], LATENT) / 1e9
     return record
-
-
-def conv_impl_name():
-    from aevae_jax.conv import resolve_impl
-
-    return resolve_impl("auto")
 
 
 def markdown(records) -> str:

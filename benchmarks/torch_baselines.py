@@ -74,14 +74,18 @@ def make_networks(torch, backbone, image_shape, hidden, latent, code_out, channe
 def make_torch_step(
     torch, model, backbone, x_train: np.ndarray, batch_size, hidden, latent, channels
 ):
-    """A zero-argument function that runs one training step on a fresh random batch."""
+    """A zero-argument function that runs one training step on a fresh random batch (on
+    the GPU when torch sees one; the caller synchronises)."""
     if model not in MODELS:
         return None
     F = torch.nn.functional
     torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     images = torch.from_numpy(np.ascontiguousarray(x_train.transpose(0, 3, 1, 2)))  # uint8
+    images = images.to(device)
     code_out = 2 * latent if model == "vae" else latent
     enc, dec = make_networks(torch, backbone, x_train.shape[1:], hidden, latent, code_out, channels)
+    enc, dec = enc.to(device), dec.to(device)
     params = [*enc.parameters(), *dec.parameters()]
     opt = torch.optim.Adam(params, lr=1e-3)
     n = len(images)
@@ -99,7 +103,7 @@ def make_torch_step(
         return (recon + kl).mean()
 
     def step():
-        idx = torch.randint(n, (batch_size,))
+        idx = torch.randint(n, (batch_size,), device=device)
         x = torch.bernoulli(images[idx].float().div_(255.0))
         loss = loss_fn(x)
         opt.zero_grad(set_to_none=True)

@@ -364,7 +364,7 @@ def static_binarization_key(split: int) -> jax.Array:
 # 32-bit word of the key's generator, so a step hashes half as many counters as a float
 # uniform per pixel (2.5x cheaper: 0.27 ms instead of 0.66 ms for a batch of 128 28x28
 # images here). P(x = 1) is within 2^-17 of the intensity (the float draw it replaces:
-# about 2^-24); no fixed number of random bits gives k / 255 exactly.
+# about 2^-23); no fixed number of random bits gives k / 255 exactly.
 BINARIZE_BITS = 16
 
 

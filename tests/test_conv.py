@@ -32,7 +32,7 @@ def perturbed(params, key):
 
 @pytest.mark.parametrize("ours, theirs", LAYERS, ids=["conv", "conv_transpose"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_both_implementations_equal_flax_outputs_and_gradients(ours, theirs, shape):
+def test_im2col_equals_flax_outputs_and_gradients(ours, theirs, shape):
     h, w, c, f = shape
     x = jax.random.normal(jax.random.key(0), (3, h, w, c))
     ref = flax_layer(theirs, f)
@@ -41,13 +41,13 @@ def test_both_implementations_equal_flax_outputs_and_gradients(ours, theirs, sha
     mine = jax.jit(ours(f, "im2col").init)(jax.random.key(1), x)
     jax.tree.map(np.testing.assert_array_equal, mine, params)
     params = perturbed(params, jax.random.key(2))
+    # 'xla' is the very lax call of Flax's layer; the backbone test below covers it.
     want, want_grads = outputs_and_gradients(ref, params, x)
-    for impl in ("im2col", "xla"):
-        got, grads = outputs_and_gradients(ours(f, impl), params, x)
-        assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-        close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-        jax.tree.map(close, grads, want_grads)
+    got, grads = outputs_and_gradients(ours(f, "im2col"), params, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    jax.tree.map(close, grads, want_grads)
 
 
 def outputs_and_gradients(layer, params, x):

@@ -19,6 +19,12 @@ os.environ.setdefault(
     ),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# The FD classifiers the tests train go to a cache of this run's own, so a run on a
+# developer's machine costs what it costs on a fresh one (~/.cache is never read).
+os.environ["AEVAE_CACHE"] = os.path.join(
+    tempfile.gettempdir(),
+    "aevae-test-classifiers-" + (os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"),
+)
 # The suite is bound by compile time, not run time: with LLVM's optimisation level 0 XLA
 # compiles it about a third faster (the zoo fixture 111 s instead of 152 s). Every number
 # a test compares is computed under the same flags, here and in the subprocesses.
@@ -56,3 +62,4 @@ def small_npz(fashion_mnist, tmp_path_factory):
 def pytest_sessionfinish(session):
     if not hasattr(session.config, "workerinput"):  # the controller, after every worker
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+        shutil.rmtree(os.environ["AEVAE_CACHE"], ignore_errors=True)

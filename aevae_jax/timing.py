@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from aevae_jax.config import RunConfig
 from aevae_jax.models import Model
 from aevae_jax.progress import progress_bar
-from aevae_jax.train import TrainState, init_state, make_streams, make_train_epoch, plan_stages
+from aevae_jax.train import main_stage_start, make_train_epoch
 
 
 def interleaved_step_times(
@@ -43,11 +43,9 @@ def interleaved_step_times(
         steps_per_epoch = len(x_train) // cfg.batch_size
         n = min(steps, steps_per_epoch) * cfg.batch_size
         x, y = jnp.asarray(x_train[:n]), None if y_train is None else jnp.asarray(y_train[:n])
-        plan = plan_stages(model, cfg, steps_per_epoch)[0]  # the run's own optimiser
-        keys = make_streams(cfg.seed)
-        params, opt_states = init_state(model, [plan], keys["init"], x, y)
+        # The run's own optimiser, keys and initial state.
+        plan, keys, state = main_stage_start(model, cfg, steps_per_epoch, x, y)
         epoch = make_train_epoch(plan.loss, plan.tx, cfg.data.binarize, cfg.batch_size, n)
-        state = TrainState(params, opt_states[plan.name], jnp.zeros((), jnp.int32))
         state, _ = epoch(state, keys, x, y, 0)  # compile and warm up
         prepared[name] = {"state": jax.block_until_ready(state), "epoch": 0}
 

@@ -295,6 +295,15 @@ def init_state(model: Model, plans: list[StagePlan], key, x, y):
     return params, {p.name: p.tx.init(params) for p in plans}
 
 
+def main_stage_start(model: Model, cfg: RunConfig, steps_per_epoch: int, x, y):
+    """(plan, keys, state): the main stage's plan, the run's key streams and its initial
+    train state, for running the run's own epochs or steps outside `fit` (benchmarks)."""
+    plan = plan_stages(model, cfg, steps_per_epoch)[0]
+    keys = make_streams(cfg.seed)
+    params, opt_states = init_state(model, [plan], keys["init"], x, y)
+    return plan, keys, TrainState(params, opt_states[plan.name], jnp.zeros((), jnp.int32))
+
+
 def fit(
     cfg: RunConfig,
     resume: bool = False,

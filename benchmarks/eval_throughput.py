@@ -36,14 +36,7 @@ from aevae_jax.data import DataSpec, load_dataset
 from aevae_jax.evaluate import TEST_SPLIT, SplitMap, eval_inputs, iwae_bound, one
 from aevae_jax.models import make_model
 from aevae_jax.timing import compiled_stats, matmul_peak_gflops
-from aevae_jax.train import (
-    TrainState,
-    init_state,
-    make_streams,
-    make_train_epoch,
-    plan_stages,
-    prepare_config,
-)
+from aevae_jax.train import main_stage_start, make_train_epoch, prepare_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_CHUNK = 100  # samples per step, both sides
@@ -68,10 +61,7 @@ def trained_vae(ds, epochs):
     model = make_model(cfg.model, spec)
     x = jnp.asarray(ds.x_train)
     steps = len(x) // cfg.batch_size
-    plan = plan_stages(model, cfg, steps)[0]
-    keys = make_streams(0)
-    params, opt = init_state(model, [plan], keys["init"], x, None)
-    state = TrainState(params, opt[plan.name], jnp.zeros((), jnp.int32))
+    plan, keys, state = main_stage_start(model, cfg, steps, x, None)
     epoch = make_train_epoch(plan.loss, plan.tx, "dynamic", cfg.batch_size, len(x))
     for e in range(epochs):
         state, _ = epoch(state, keys, x, None, e)

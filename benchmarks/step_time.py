@@ -68,12 +68,9 @@ from aevae_jax.timing import (
     paired_ratio,
 )
 from aevae_jax.train import (
-    TrainState,
-    init_state,
-    make_streams,
+    main_stage_start,
     make_train_epoch,
     make_train_step,
-    plan_stages,
     prepare_config,
 )
 
@@ -148,10 +145,7 @@ def project_runners(name, backbone, batch, x_train, y_train, steps):
     n = steps * batch
     x = jnp.asarray(x_train[:n])  # on the device once, as `aevae train` keeps it
     y = None if y_train is None else jnp.asarray(y_train[:n])
-    plan = plan_stages(model, cfg, steps)[0]
-    keys = make_streams(0)
-    params, opt_states = init_state(model, [plan], keys["init"], x, y)
-    state = TrainState(params, opt_states[plan.name], jnp.zeros((), jnp.int32))
+    plan, keys, state = main_stage_start(model, cfg, steps, x, y)
     epoch = make_train_epoch(plan.loss, plan.tx, cfg.data.binarize, batch, n)
     step = jax.jit(make_train_step(plan.loss, plan.tx, cfg.data.binarize), donate_argnums=(0,))
     rows = batch_indices(n, batch)

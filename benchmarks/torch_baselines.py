@@ -15,6 +15,7 @@ error of sigmoid(logits) summed over pixels; both averaged over the batch.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 
 import numpy as np
@@ -32,42 +33,37 @@ def import_torch():
     return torch
 
 
+def relu_layers(nn, sizes):
+    """Linear + ReLU between each pair of successive sizes."""
+    return [m for a, b in itertools.pairwise(sizes) for m in (nn.Linear(a, b), nn.ReLU())]
+
+
 def make_networks(torch, backbone, image_shape, hidden, latent, code_out, channels):
-    """(encoder, decoder) torch modules on NCHW images."""
+    """(encoder, decoder) torch modules on NCHW images. Modules are created in the order
+    encoder convolutions, encoder Linear layers, decoder Linear layers, decoder
+    transposed convolutions (which fixes their initial values under one seed)."""
     nn = torch.nn
     h, w, c = image_shape
-    enc, dec = [], []
-    if backbone == "mlp":
-        sizes = [h * w * c, *hidden]
-        enc = [nn.Flatten()]
-        for a, b in itertools.pairwise(sizes):
-            enc += [nn.Linear(a, b), nn.ReLU()]
-        enc += [nn.Linear(sizes[-1], code_out)]
-        back = [latent, *reversed(hidden)]
-        for a, b in itertools.pairwise(back):
-            dec += [nn.Linear(a, b), nn.ReLU()]
-        dec += [nn.Linear(back[-1], h * w * c), nn.Unflatten(1, (c, h, w))]
-        return nn.Sequential(*enc), nn.Sequential(*dec)
-    scale = 2 ** len(channels)
-    hs, ws = h // scale, w // scale
-    chans = [c, *channels]
-    for a, b in itertools.pairwise(chans):
-        enc += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.ReLU()]
-    flat = hs * ws * channels[-1]
-    sizes = [flat, *hidden]
-    enc += [nn.Flatten()]
-    for a, b in itertools.pairwise(sizes):
-        enc += [nn.Linear(a, b), nn.ReLU()]
-    enc += [nn.Linear(sizes[-1], code_out)]
-    back = [latent, *reversed(hidden)]
-    for a, b in itertools.pairwise(back):
-        dec += [nn.Linear(a, b), nn.ReLU()]
-    dec += [nn.Linear(back[-1], flat), nn.ReLU(), nn.Unflatten(1, (channels[-1], hs, ws))]
-    rev = [*reversed(channels), c]
-    for i, (a, b) in enumerate(itertools.pairwise(rev)):
-        dec += [nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1)]
-        if i < len(rev) - 2:
-            dec += [nn.ReLU()]
+    enc = []
+    flat_shape = (c, h, w)
+    if backbone == "conv":
+        for a, b in itertools.pairwise([c, *channels]):
+            enc += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.ReLU()]
+        scale = 2 ** len(channels)
+        flat_shape = (channels[-1], h // scale, w // scale)
+    flat = math.prod(flat_shape)
+    sizes, back = [flat, *hidden], [latent, *reversed(hidden)]
+    enc += [nn.Flatten(), *relu_layers(nn, sizes), nn.Linear(sizes[-1], code_out)]
+    dec = [*relu_layers(nn, back), nn.Linear(back[-1], flat)]
+    if backbone == "conv":
+        dec += [nn.ReLU(), nn.Unflatten(1, flat_shape)]
+        rev = [*reversed(channels), c]
+        for i, (a, b) in enumerate(itertools.pairwise(rev)):
+            dec += [nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1)]
+            if i < len(rev) - 2:
+                dec += [nn.ReLU()]
+    else:
+        dec += [nn.Unflatten(1, flat_shape)]
     return nn.Sequential(*enc), nn.Sequential(*dec)
 
 

@@ -20,14 +20,7 @@ from aevae_jax.config import ModelConfig, RunConfig
 from aevae_jax.data import DataSpec, load_dataset
 from aevae_jax.models import make_model
 from aevae_jax.timing import compiled_stats, matmul_peak_gflops
-from aevae_jax.train import (
-    TrainState,
-    init_state,
-    make_streams,
-    make_train_step,
-    plan_stages,
-    prepare_config,
-)
+from aevae_jax.train import main_stage_start, make_train_step, prepare_config
 
 
 def test_xla_flop_count_of_the_mlp_vae_step_matches_a_hand_count():
@@ -35,10 +28,7 @@ def test_xla_flop_count_of_the_mlp_vae_step_matches_a_hand_count():
     cfg = prepare_config(RunConfig(model=ModelConfig(name="vae", hidden=(h,), latent_dim=latent)))
     model = make_model(cfg.model, DataSpec("t", (28, 28, 1)))
     x = jnp.zeros((b, 28, 28, 1), jnp.uint8)
-    plan = plan_stages(model, cfg, 1)[0]
-    keys = make_streams(0)
-    params, opt = init_state(model, [plan], keys["init"], x, None)
-    state = TrainState(params, opt[plan.name], jnp.zeros((), jnp.int32))
+    plan, keys, state = main_stage_start(model, cfg, 1, x, None)
     step = jax.jit(make_train_step(plan.loss, plan.tx, "dynamic"))
     flops = compiled_stats(step, state, keys, x, None, jnp.arange(b))["flops"]
     # Matmuls: forward 2*B*(d*h + h*2L + L*h + h*d); weight gradients the same again;

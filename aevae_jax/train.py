@@ -20,6 +20,7 @@ among the epochs of the last stage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -38,6 +39,7 @@ from aevae_jax.errors import UserError, require
 from aevae_jax.evaluate import make_epoch_test, selection_metric
 from aevae_jax.models import Batch, Model, import_models, make_model, resolve
 from aevae_jax.optim import make_optimizer
+from aevae_jax.parallel import is_primary, make_placement
 from aevae_jax.progress import progress_bar
 
 STREAMS = ("init", "data", "binarize", "model", "eval")
@@ -135,19 +137,21 @@ def make_train_step(loss: Callable, tx: optax.GradientTransformation, binarize: 
     return step_fn
 
 
-def make_train_epoch(
+def make_epoch_fn(
     loss: Callable,
     tx: optax.GradientTransformation,
     binarize: str,
     batch_size: int,
     n_train: int,
+    batch_sharding=None,
 ) -> Callable:
-    """The epoch: (state, keys, x_train, y_train, epoch) -> (state, mean metrics), jitted
-    with the state's buffers donated.
-
-    One `lax.scan` of `make_train_step` over floor(n_train / batch_size) steps of a fresh
-    permutation (the remainder of each permutation is left out of that epoch). Images
-    stay uint8 on the device; batches are gathered, scaled and binarized inside the scan.
+    """The pure, un-jitted epoch: (state, keys, x_train, y_train, epoch) -> (state, mean
+    metrics). One `lax.scan` of `make_train_step` over floor(n_train / batch_size) steps
+    of a fresh permutation (the remainder of each permutation is left out of that
+    epoch). Images stay uint8 on the device; batches are gathered, scaled and binarized
+    inside the scan. `jit`, `vmap` over seeds and sharding wrap it from outside
+    (`make_train_epoch`); `batch_sharding` (a sharding of the [steps, batch] index
+    array) splits every batch over a mesh's devices.
     """
     steps = n_train // batch_size
     step_fn = make_train_step(loss, tx, binarize)
@@ -155,10 +159,30 @@ def make_train_epoch(
     def epoch_fn(state: TrainState, keys, x_train, y_train, epoch):
         order = jax.random.permutation(jax.random.fold_in(keys["data"], epoch), n_train)
         order = order[: steps * batch_size].reshape(steps, batch_size)
+        if batch_sharding is not None:
+            order = jax.lax.with_sharding_constraint(order, batch_sharding)
         scan_step = lambda state, idx: step_fn(state, keys, x_train, y_train, idx)
         state, per_step = jax.lax.scan(scan_step, state, order)
         return state, jax.tree.map(jnp.mean, per_step)
 
+    return epoch_fn
+
+
+def make_train_epoch(
+    loss: Callable,
+    tx: optax.GradientTransformation,
+    binarize: str,
+    batch_size: int,
+    n_train: int,
+    seeds: bool = False,
+    batch_sharding=None,
+) -> Callable:
+    """`make_epoch_fn` jitted with the state's buffers donated. With `seeds`, the state,
+    keys and returned metrics carry a leading seed axis (`jax.vmap` over stacked runs
+    that share the data); `batch_sharding` splits each batch over a device mesh."""
+    epoch_fn = make_epoch_fn(loss, tx, binarize, batch_size, n_train, batch_sharding)
+    if seeds:
+        epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, None, None, None))
     return jax.jit(epoch_fn, donate_argnums=(0,))
 
 
@@ -175,7 +199,7 @@ def ensure_writable_dir(out: str) -> None:
     """Create `out` if needed and check that files can be written there."""
     try:
         os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write_test")
+        probe = os.path.join(out, f".write_test{jax.process_index()}")
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
@@ -304,22 +328,97 @@ def main_stage_start(model: Model, cfg: RunConfig, steps_per_epoch: int, x, y):
     return plan, keys, TrainState(params, opt_states[plan.name], jnp.zeros((), jnp.int32))
 
 
+def seed_configs(cfg: RunConfig, seeds) -> list[RunConfig]:
+    """One config per seed, each with its own run directory `cfg.out`/seed_<s>."""
+    seeds = tuple(seeds)
+    require(len(seeds) > 0, "--seeds needs at least one seed, e.g. --seeds 0,1,2")
+    require(len(set(seeds)) == len(seeds), f"--seeds lists a seed twice: {seeds}")
+    return [dataclasses.replace(cfg, seed=s, out=os.path.join(cfg.out, f"seed_{s}")) for s in seeds]
+
+
 def fit(
     cfg: RunConfig,
     resume: bool = False,
     dataset: Dataset | None = None,
     progress: bool = True,
+    devices: int | None = None,
 ) -> FitResult:
-    """Train `cfg` to its last epoch (from its latest checkpoint when `resume`)."""
+    """Train `cfg` to its last epoch (from its latest checkpoint when `resume`), on
+    `devices` devices (None: all local ones) with the batch split over them."""
+    return fit_runs([cfg], resume, dataset, progress, devices)[0]
+
+
+def fit_seeds(
+    cfg: RunConfig,
+    seeds,
+    resume: bool = False,
+    dataset: Dataset | None = None,
+    progress: bool = True,
+    devices: int | None = None,
+) -> list[FitResult]:
+    """Train `cfg` for every seed in `seeds` at once, each in `cfg.out`/seed_<s>; the
+    same data order, keys and numbers as `fit` with that seed, to float tolerance."""
+    return fit_runs(seed_configs(cfg, seeds), resume, dataset, progress, devices)
+
+
+class _Run(NamedTuple):
+    """One seed's run while it trains: config, key streams, checkpoints and log."""
+
+    cfg: RunConfig
+    keys: dict
+    checkpoints: RunCheckpoints
+    history: list
+    metrics_path: str
+
+
+def _open_run(cfg: RunConfig, resume: bool) -> tuple[RunConfig, RunConfig | None]:
+    """`cfg` prepared for its run directory, and the config saved there when resuming."""
     has_run = os.path.isfile(os.path.join(cfg.out, CONFIG_FILE))
     saved = read_config(cfg.out)[0] if resume and has_run else None
     if saved is not None and not cfg.imports:
         cfg = dataclasses.replace(cfg, imports=saved.imports)  # the run's own modules
     cfg = prepare_config(cfg)
-    out = cfg.out
-    prepare_out_dir(out, resume)
+    prepare_out_dir(cfg.out, resume)
     if saved is not None:
         _check_resumable(cfg, saved)
+    return cfg, saved
+
+
+def _resume_epoch(checkpoints: list[RunCheckpoints], resume: bool) -> int:
+    """The epoch every run restarts from: the oldest latest checkpoint among the seeds (a
+    run killed between two seeds' saves leaves one seed an epoch ahead)."""
+    if not resume:
+        return 0
+    epochs = [c.latest_epoch() for c in checkpoints]
+    return 0 if None in epochs else min(epochs)
+
+
+def stack_trees(trees: list) -> Any:
+    """[tree per seed] -> one tree whose leaves have a leading seed axis."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def tree_at(tree: Any, i: int) -> Any:
+    """The i-th seed's tree from a stacked one."""
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def fit_runs(
+    cfgs: list[RunConfig],
+    resume: bool = False,
+    dataset: Dataset | None = None,
+    progress: bool = True,
+    devices: int | None = None,
+) -> list[FitResult]:
+    """Train runs that differ only in seed and run directory as one compiled program:
+    one run as `fit` always did, several with the epoch vmapped over stacked states."""
+    base = lambda c: dataclasses.replace(c, seed=0, out="")
+    require(
+        all(base(c) == base(cfgs[0]) for c in cfgs),
+        "runs trained together must differ only in --seed and --out",
+    )
+    opened = [_open_run(c, resume) for c in cfgs]
+    cfg = opened[0][0]
     if dataset is None:
         dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir)
     dataset = dataset.take_train(cfg.data.train_size)
@@ -329,45 +428,55 @@ def fit(
         f"batch_size {cfg.batch_size} exceeds the {n_train} training examples; "
         "lower --batch-size or raise --train-size",
     )
+    placement = make_placement(devices, cfg.batch_size)
     model = make_model(cfg.model, dataset.spec)
     steps_per_epoch = n_train // cfg.batch_size
     plans = plan_stages(model, cfg, steps_per_epoch)
-    keys = make_streams(cfg.seed)
+    x_train, y_train, x_test, y_test = placement.replicate(
+        (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
+    )
 
-    x_train = jnp.asarray(dataset.x_train)
-    y_train = None if dataset.y_train is None else jnp.asarray(dataset.y_train)
-    x_test = jnp.asarray(dataset.x_test)
-    y_test = None if dataset.y_test is None else jnp.asarray(dataset.y_test)
+    checkpoints = [RunCheckpoints(c.out) for c, _ in opened]
+    start_epoch = _resume_epoch(checkpoints, resume)
+    runs, states = [], []
+    for (c, saved), ckpt in zip(opened, checkpoints, strict=True):
+        keys = make_streams(c.seed)
+        params, opt_states = init_state(model, plans, keys["init"], x_train, y_train)
+        step = jnp.zeros((), jnp.int32)
+        if start_epoch > 0:
+            restored = ckpt.restore(
+                checkpoint_tree(params, opt_states, step, 0, c.seed), epoch=start_epoch
+            )
+            _check_seed(restored, c.seed)
+            params, opt_states, step = restored["params"], restored["opt_state"], restored["step"]
+        if saved is not None:
+            _check_epoch_change(saved.epochs, c, start_epoch, len(plans))
+        if is_primary() and (saved is None or c.epochs != saved.epochs):
+            write_config(c.out, c, dataset, steps_per_epoch)
+        metrics_path = os.path.join(c.out, METRICS_FILE)
+        history = _read_history(metrics_path, start_epoch)
+        if is_primary():
+            _write_history(metrics_path, history)
+        runs.append(_Run(c, keys, ckpt, history, metrics_path))
+        states.append((params, opt_states, step))
 
-    params, opt_states = init_state(model, plans, keys["init"], x_train, y_train)
-    step = jnp.zeros((), jnp.int32)
-    checkpoints = RunCheckpoints(out)
-    start_epoch = 0
-    if resume and checkpoints.latest_epoch() is not None:
-        restored = checkpoints.restore(checkpoint_tree(params, opt_states, step, 0, cfg.seed))
-        require(
-            np.array_equal(restored["root_key"], jax.random.key_data(jax.random.key(cfg.seed))),
-            "--resume: the checkpoint was made with another seed; resume with the same --seed",
-        )
-        params, opt_states, step = restored["params"], restored["opt_state"], restored["step"]
-        start_epoch = int(restored["epoch"])
-    if saved is not None:
-        _check_epoch_change(saved.epochs, cfg, start_epoch, len(plans))
-    if saved is None or cfg.epochs != saved.epochs:
-        write_config(out, cfg, dataset, steps_per_epoch)
-
-    metrics_path = os.path.join(out, METRICS_FILE)
-    history = _read_history(metrics_path, start_epoch)
-    _write_history(metrics_path, history)
+    together = len(runs) > 1
+    if together:
+        params, opt_states, step = stack_trees(states)
+        keys = stack_trees([r.keys for r in runs])
+    else:
+        (params, opt_states, step), keys = states[0], runs[0].keys
+    params, opt_states, step, keys = placement.replicate((params, opt_states, step, keys))
 
     select = selection_metric(model)
     last = total_epochs(plans)
     compiled: dict[str, tuple[Callable, Callable, float]] = {}
+    seeds_text = "" if not together else f" x {len(runs)} seeds"
     bar = progress_bar(
         range(start_epoch, last),
         total=last,
         initial=start_epoch,
-        desc=f"{cfg.model.name} on {cfg.data.dataset}",
+        desc=f"{cfg.model.name}{seeds_text} on {cfg.data.dataset}",
         unit="epoch",
         enabled=progress,
         leave=True,
@@ -376,8 +485,9 @@ def fit(
         plan = stage_at(plans, epoch)
         if plan.name not in compiled:
             compiled[plan.name] = _compile_stage(
-                plan, cfg, n_train, params, opt_states, step, keys, x_train, y_train, model
-            )
+                plan, cfg, n_train, TrainState(params, opt_states[plan.name], step), keys,
+                x_train, y_train, model, together, placement,
+            )  # fmt: skip
         train_epoch, test_fn, compile_seconds = compiled[plan.name]
         state = TrainState(params, opt_states[plan.name], step)
         t0 = time.perf_counter()
@@ -386,44 +496,69 @@ def fit(
         epoch_seconds = time.perf_counter() - t0
         params, step = state.params, state.step
         opt_states = {**opt_states, plan.name: state.opt_state}
-        test = test_fn(params, x_test, y_test, keys["eval"], step)
-        row = {
-            "epoch": epoch + 1,
-            "stage": plan.name,
-            "step": int(step),
-            "train_objective": float(train_metrics.pop("objective")),
-            "train_terms": {k: float(v) for k, v in train_metrics.items()},
-            **test,
-            "selection": select,
-            "epoch_seconds": epoch_seconds,
-            "step_ms": 1000 * epoch_seconds / steps_per_epoch,
-        }
-        if epoch == plan.first_epoch or epoch == start_epoch:
-            row["compile_seconds"] = compile_seconds
-        history.append(row)
-        _write_history(metrics_path, history)
-        stage_end = epoch + 1 == plan.first_epoch + plan.epochs
-        periodic = (epoch + 1) % cfg.checkpoint_every == 0 or stage_end
-        in_last_stage = plan is plans[-1]
-        checkpoints.save(
-            epoch + 1,
-            checkpoint_tree(params, opt_states, step, epoch + 1, cfg.seed),
-            test[select] if in_last_stage else float("nan"),
-            periodic,
-        )
+        for i, run in enumerate(runs):
+            view = functools.partial(tree_at, i=i) if together else (lambda t: t)
+            run_params, run_step = view(params), view(step)
+            test = test_fn(run_params, x_test, y_test, run.keys["eval"], run_step)
+            terms = view(train_metrics)
+            row = {
+                "epoch": epoch + 1,
+                "stage": plan.name,
+                "step": int(run_step),
+                "train_objective": float(terms.pop("objective")),
+                "train_terms": {k: float(v) for k, v in terms.items()},
+                **test,
+                "selection": select,
+                "epoch_seconds": epoch_seconds / len(runs),
+                "step_ms": 1000 * epoch_seconds / steps_per_epoch,
+            }
+            if together:  # the compiled step trains every seed: its time is theirs
+                row["seeds_together"] = len(runs)
+            if epoch == plan.first_epoch or epoch == start_epoch:
+                row["compile_seconds"] = compile_seconds
+            run.history.append(row)
+            if is_primary():
+                _write_history(run.metrics_path, run.history)
+            stage_end = epoch + 1 == plan.first_epoch + plan.epochs
+            periodic = (epoch + 1) % cfg.checkpoint_every == 0 or stage_end
+            in_last_stage = plan is plans[-1]
+            run.checkpoints.save(
+                epoch + 1,
+                checkpoint_tree(run_params, view(opt_states), run_step, epoch + 1, run.cfg.seed),
+                test[select] if in_last_stage else float("nan"),
+                periodic,
+            )
         bar.set_postfix(
             stage=plan.name,
-            objective=f"{row['train_objective']:.2f}",
-            **{select.removeprefix("test_"): f"{test[select]:.2f}"},
+            objective=f"{runs[0].history[-1]['train_objective']:.2f}",
+            **{select.removeprefix("test_"): f"{runs[0].history[-1][select]:.2f}"},
         )
-    checkpoints.close()
-    return FitResult(model, params, history, out, dataset)
+    results = []
+    for i, run in enumerate(runs):
+        run.checkpoints.close()
+        run_params = tree_at(params, i) if together else params
+        results.append(FitResult(model, run_params, run.history, run.cfg.out, dataset))
+    return results
 
 
-def _compile_stage(plan, cfg, n_train, params, opt_states, step, keys, x_train, y_train, model):
+def _check_seed(restored: dict, seed: int) -> None:
+    require(
+        np.array_equal(restored["root_key"], jax.random.key_data(jax.random.key(seed))),
+        "--resume: the checkpoint was made with another seed; resume with the same --seed",
+    )
+
+
+def _compile_stage(plan, cfg, n_train, state, keys, x_train, y_train, model, seeds, placement):
     """The compiled epoch of a stage, its per-epoch test function, and compile seconds."""
-    epoch_fn = make_train_epoch(plan.loss, plan.tx, cfg.data.binarize, cfg.batch_size, n_train)
-    state = TrainState(params, opt_states[plan.name], step)
+    epoch_fn = make_train_epoch(
+        plan.loss,
+        plan.tx,
+        cfg.data.binarize,
+        cfg.batch_size,
+        n_train,
+        seeds=seeds,
+        batch_sharding=placement.batch_sharding(),
+    )
     t0 = time.perf_counter()
     compiled = epoch_fn.lower(state, keys, x_train, y_train, plan.first_epoch).compile()
     seconds = time.perf_counter() - t0

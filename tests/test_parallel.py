@@ -1,0 +1,102 @@
+"""Data parallelism on four (virtual) CPU devices: the batch is really split over the
+mesh, parameters are replicated, and the trajectory is the one-device trajectory.
+
+These tests need four devices, which JAX only makes on a CPU when XLA_FLAGS asks
+before JAX starts: `test_on_four_virtual_devices` (run by the normal suite) starts a
+pytest of this file in a subprocess with `--xla_force_host_platform_device_count=4`;
+in the suite's own process the four-device tests skip.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from aevae_jax.errors import UserError
+from aevae_jax.parallel import DATA_AXIS, make_placement
+from aevae_jax.train import TrainState, fit, fit_seeds, make_streams, make_train_epoch
+from tests.test_seeds import assert_trees_close
+from tests.test_train import small_cfg
+
+FOUR = pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 devices (see module doc)")
+DEVICES_FLAG = "--xla_force_host_platform_device_count=4"
+
+
+def test_on_four_virtual_devices():
+    if jax.device_count() >= 4:
+        pytest.skip("already on four devices")
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {DEVICES_FLAG}"}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
+         __file__, "-k", "not test_on_four_virtual_devices"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
+
+
+@FOUR
+def test_the_batch_is_split_over_the_mesh():
+    placement = make_placement(4, batch_size=8)
+    seen = {}
+
+    def loss(params, batch, key, step):
+        jax.debug.inspect_array_sharding(batch.x, callback=lambda s: seen.setdefault("x", s))
+        err = batch.x.reshape(len(batch.x), -1) * params["w"]
+        return jnp.mean(jnp.sum(err**2, axis=1)), {}
+
+    tx = optax.sgd(0.1)
+    params = {"w": jnp.ones((16,))}
+    state = placement.replicate(TrainState(params, tx.init(params), jnp.zeros((), jnp.int32)))
+    x = placement.replicate(np.arange(32 * 16, dtype=np.uint8).reshape(32, 4, 4, 1))
+    epoch = make_train_epoch(loss, tx, "none", 8, 32, batch_sharding=placement.batch_sharding())
+    state, _ = epoch(state, placement.replicate(make_streams(0)), x, None, 0)
+    x_sharding = seen["x"]
+    assert x_sharding.shard_shape((8, 4, 4, 1)) == (2, 4, 4, 1)
+    assert len(x_sharding.device_set) == 4
+    assert x_sharding.is_equivalent_to(NamedSharding(placement.mesh, PartitionSpec(DATA_AXIS)), 4)
+    w = state.params["w"]
+    assert w.sharding.is_fully_replicated and len(w.sharding.device_set) == 4
+
+
+@FOUR
+@pytest.mark.parametrize("name", ["vae", "ae"])
+def test_four_devices_follow_the_one_device_trajectory(fashion_mnist, tmp_path, name):
+    one = fit(small_cfg(tmp_path / "one", name=name), dataset=fashion_mnist, progress=False,
+              devices=1)  # fmt: skip
+    four = fit(small_cfg(tmp_path / "four", name=name), dataset=fashion_mnist, progress=False,
+               devices=4)  # fmt: skip
+    assert_trees_close(four.params, one.params)
+    for a, b in zip(one.history, four.history, strict=True):
+        np.testing.assert_allclose(a["train_objective"], b["train_objective"], rtol=1e-5)
+        np.testing.assert_allclose(a["test_objective"], b["test_objective"], rtol=1e-5)
+    leaf = jax.tree.leaves(four.params)[0]
+    assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
+    assert len(jax.tree.leaves(one.params)[0].sharding.device_set) == 1
+
+
+@FOUR
+def test_seeds_and_devices_compose(fashion_mnist, tmp_path):
+    cfg = small_cfg(tmp_path / "a")
+    one = fit_seeds(cfg, (0, 1), dataset=fashion_mnist, progress=False, devices=1)
+    two = fit_seeds(small_cfg(tmp_path / "b"), (0, 1), dataset=fashion_mnist, progress=False,
+                    devices=2)  # fmt: skip
+    for a, b in zip(one, two, strict=True):
+        assert_trees_close(a.params, b.params)
+
+
+@FOUR
+def test_device_counts_are_checked():
+    with pytest.raises(UserError, match="divisible by 4"):
+        make_placement(4, batch_size=6)
+    with pytest.raises(UserError, match="between 1 and the 4"):
+        make_placement(5, batch_size=10)
+    assert make_placement(None, batch_size=8).devices == 4
+    assert make_placement(1, batch_size=6).mesh is None

@@ -19,6 +19,7 @@ import sys
 from aevae_jax.config import (
     BACKBONES,
     BINARIZE_MODES,
+    DTYPES,
     INITS,
     OPTIMIZERS,
     SCHEDULES,
@@ -97,6 +98,13 @@ def add_train_options(
         "(default: %(default)s)",
     )
     g.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=m.dtype,
+        help="compute dtype of the networks; bfloat16 keeps float32 parameters, optimiser "
+        "state, losses and log-densities (default: %(default)s)",
+    )
+    g.add_argument(
         "--likelihood",
         default=None,
         help="bernoulli, gaussian, mse, or logistic (discretised, for 8-bit colour images "
@@ -131,7 +139,13 @@ def add_train_options(
     )
     g.add_argument("--batch-size", type=int, default=r.batch_size, help="default: %(default)s")
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=r.seed, help="default: %(default)s")
+    g.add_argument("--seed", type=int, default=None, help=f"default: {r.seed}")
+    g.add_argument(
+        "--seeds",
+        default=None,
+        help="train these seeds at once in one compiled program, e.g. 0,1,2; each seed's "
+        "run goes to OUT/seed_<s> and reports give mean ± std over them",
+    )
     g.add_argument("--out", default=out_default, help="output directory (default: %(default)s)")
     g.add_argument(
         "--checkpoint-every",
@@ -140,6 +154,47 @@ def add_train_options(
         help="save a periodic checkpoint every N epochs (default: %(default)s)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("devices and hosts")
+    g.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="data parallelism: split each batch over this many local devices, parameters "
+        "replicated (default: all the devices JAX sees)",
+    )
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host: call jax.distributed.initialize() first (TPU slices and SLURM "
+        "need nothing more; elsewhere add the three options below on every host)",
+    )
+    g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (--distributed)")
+    g.add_argument("--num-processes", type=int, default=None, help="(--distributed)")
+    g.add_argument("--process-id", type=int, default=None, help="this host's index (--distributed)")
+
+
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """'0,1,2' -> (0, 1, 2); None stays None."""
+    if text is None:
+        return None
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(
+            f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}"
+        ) from None
+    require(len(seeds) > 0, f"--seeds needs at least one seed, e.g. 0,1,2; got {text!r}")
+    return seeds
+
+
+def seeds_from_args(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """--seeds as a tuple (None without it); --seed and --seeds exclude each other."""
+    seeds = parse_seeds(args.seeds)
+    require(
+        seeds is None or args.seed is None,
+        "--seed and --seeds exclude each other: pass --seeds 0,1,2 for several seeds",
+    )
+    return seeds
 
 
 def add_model_options(p: argparse.ArgumentParser, names: list[str]) -> None:
@@ -199,6 +254,7 @@ def run_config_from_args(args: argparse.Namespace, model: str, options: dict) ->
             likelihood=args.likelihood,
             init=args.init,
             options=options,
+            dtype=args.dtype,
         ),
         optim=OptimConfig(
             optimizer=args.optimizer,
@@ -210,7 +266,7 @@ def run_config_from_args(args: argparse.Namespace, model: str, options: dict) ->
         ),
         epochs=args.epochs,
         batch_size=args.batch_size,
-        seed=args.seed,
+        seed=RunConfig.seed if args.seed is None else args.seed,
         out=args.out,
         checkpoint_every=args.checkpoint_every,
         imports=tuple(args.imports),
@@ -218,21 +274,32 @@ def run_config_from_args(args: argparse.Namespace, model: str, options: dict) ->
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from aevae_jax.train import fit
+    from aevae_jax.metrics import summarize_seeds
+    from aevae_jax.train import fit, fit_seeds
 
     cfg = run_config_from_args(args, args.model, model_options_from_args(args))
-    result = fit(cfg, resume=args.resume, progress=not args.quiet)
-    if not result.history:
+    seeds = seeds_from_args(args)
+    kw = dict(resume=args.resume, progress=not args.quiet, devices=args.devices)
+    results = [fit(cfg, **kw)] if seeds is None else fit_seeds(cfg, seeds, **kw)
+    if not results[0].history:
         print(f"nothing to train: {cfg.out} is complete and its metrics.jsonl is missing")
         return 0
-    last = result.history[-1]
-    select = last["selection"]
-    print(
-        f"{cfg.model.name} on {cfg.data.dataset}: epoch {last['epoch']} ({last['stage']}), "
-        f"train objective {last['train_objective']:.3f}, test objective "
-        f"{last['test_objective']:.3f}, {select} {last[select]:.3f} nats/image, "
-        f"{last['step_ms']:.2f} ms/step -> {os.path.abspath(cfg.out)}"
-    )
+    for result in results:
+        last = result.history[-1]
+        select = last["selection"]
+        print(
+            f"{cfg.model.name} on {cfg.data.dataset}, seed {result.seed}: epoch "
+            f"{last['epoch']} ({last['stage']}), train objective {last['train_objective']:.3f}, "
+            f"test objective {last['test_objective']:.3f}, {select} {last[select]:.3f} "
+            f"nats/image, {last['step_ms']:.2f} ms/step -> {os.path.abspath(result.run_dir)}"
+        )
+    if len(results) > 1:
+        summary = summarize_seeds([r.history[-1] for r in results])
+        print(
+            f"over {len(results)} seeds: test objective {summary['test_objective']:.3f} ± "
+            f"{summary['std']['test_objective']:.3f}, {select} {summary[select]:.3f} ± "
+            f"{summary['std'][select]:.3f} (mean ± sample std)"
+        )
     return 0
 
 
@@ -254,6 +321,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         resume=args.resume,
         quiet=args.quiet,
         command=command.strip(),
+        seeds=seeds_from_args(args),
+        devices=args.devices,
     )
     for name, m in metrics["models"].items():
         parts = [f"MSE {m['test_mse']:.2f}"]
@@ -285,6 +354,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         resume=args.resume,
         quiet=args.quiet,
         command=command.strip(),
+        seeds=seeds_from_args(args),
+        devices=args.devices,
     )
     print(f"{len(zoo['rows'])} models in {zoo['wall_seconds']:.0f} s")
     print(f"table: {os.path.join(os.path.abspath(cfg.out), 'zoo.md')}")
@@ -294,13 +365,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    import jax
-
-    from aevae_jax.classifier import load_or_train_classifier
     from aevae_jax.compare import _jsonable
-    from aevae_jax.data import load_dataset
-    from aevae_jax.evaluate import evaluate_model
-    from aevae_jax.runs import load_run
+    from aevae_jax.metrics import summarize_seeds
+    from aevae_jax.runs import expand_runs
 
     require(args.iwae_k > 0, f"--iwae-k must be a positive integer, got {args.iwae_k}")
     if args.json:  # fail now, not after minutes of evaluation
@@ -309,32 +376,62 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             os.path.isdir(parent) and os.access(parent, os.W_OK) and not os.path.isdir(args.json),
             f"cannot write --json {args.json!r}: name a file in a writable directory",
         )
-    run = load_run(args.run, args.checkpoint)
-    full = load_dataset(run.cfg.data.dataset, run.cfg.data.data_dir)
-    classifier = None if args.no_fd else load_or_train_classifier(full, progress=True)
-    evaluation = evaluate_model(
-        run.model,
-        run.params,
-        run.dataset,
-        run.cfg.data.binarize,
-        jax.random.fold_in(jax.random.key(run.cfg.seed), 1000),
-        iwae_k=args.iwae_k,
-        classifier=classifier,
-        progress=True,
-    )
-    result = {
-        "run": os.path.abspath(args.run),
-        "model": run.model.name,
-        "checkpoint": run.which,
-        "epoch": run.epoch,
-        **evaluation.metrics,
-    }
-    text = json.dumps(_jsonable(result), indent=2)
+    results = list(_evaluate_runs(expand_runs(args.run), args))
+    if len(results) == 1:
+        out = results[0]
+    else:
+        metrics = [{k: v for k, v in r.items() if k not in ("run", "checkpoint")} for r in results]
+        summary = summarize_seeds(metrics)
+        per_seed, std = summary.pop("per_seed"), summary.pop("std")
+        out = {"runs": [r["run"] for r in results], "mean": summary, "std": std,
+               "per_run": per_seed}  # fmt: skip
+    text = json.dumps(_jsonable(out), indent=2)
     if args.json:
         with open(args.json, "w") as f:
             f.write(text + "\n")
     print(text)
     return 0
+
+
+def _evaluate_runs(run_dirs: list[str], args: argparse.Namespace):
+    """Each run's test metrics (the runs must share a model and a data set)."""
+    import jax
+
+    from aevae_jax.classifier import load_or_train_classifier
+    from aevae_jax.data import load_dataset
+    from aevae_jax.evaluate import evaluate_model
+    from aevae_jax.runs import load_run
+
+    first = load_run(run_dirs[0], args.checkpoint, need_data=False)
+    full = load_dataset(first.cfg.data.dataset, first.cfg.data.data_dir)
+    classifier = None if args.no_fd else load_or_train_classifier(full, progress=True)
+    for run_dir in run_dirs:
+        run = load_run(run_dir, args.checkpoint, dataset=full)
+        require(
+            (run.cfg.model.name, run.cfg.data.dataset)
+            == (first.cfg.model.name, first.cfg.data.dataset),
+            f"--run: {run_dir!r} trains {run.cfg.model.name} on {run.cfg.data.dataset}, "
+            f"{run_dirs[0]!r} {first.cfg.model.name} on {first.cfg.data.dataset}; several "
+            "runs are averaged only when they share a model and a data set",
+        )
+        evaluation = evaluate_model(
+            run.model,
+            run.params,
+            run.dataset,
+            run.cfg.data.binarize,
+            jax.random.fold_in(jax.random.key(run.cfg.seed), 1000),
+            iwae_k=args.iwae_k,
+            classifier=classifier,
+            progress=True,
+        )
+        yield {
+            "run": os.path.abspath(run_dir),
+            "model": run.model.name,
+            "seed": run.cfg.seed,
+            "checkpoint": run.which,
+            "epoch": run.epoch,
+            **evaluation.metrics,
+        }
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -426,9 +523,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """--run and --checkpoint: which trained run, and which of its checkpoints."""
-    p.add_argument("--run", required=True, help="the --out directory of an `aevae train` run")
+def add_run_options(p: argparse.ArgumentParser, several: bool = False) -> None:
+    """--run and --checkpoint: which trained run(s), and which of their checkpoints."""
+    if several:
+        p.add_argument(
+            "--run",
+            required=True,
+            nargs="+",
+            help="the --out directory of an `aevae train` run; several (or the --out of "
+            "`aevae train --seeds`) give mean and std over them",
+        )
+    else:
+        p.add_argument("--run", required=True, help="the --out directory of an `aevae train` run")
     p.add_argument(
         "--checkpoint",
         choices=("best", "latest"),
@@ -567,9 +673,10 @@ def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
         cmd_evaluate,
         help="test metrics of a trained run",
         description="Test-split metrics of a run's best (or latest) checkpoint, in the "
-        "metrics.json vocabulary.",
+        "metrics.json vocabulary. Several runs (seeds): each run's metrics, then their mean "
+        "and sample standard deviation.",
     )
-    add_run_options(p)
+    add_run_options(p, several=True)
     p.add_argument("--iwae-k", type=int, default=1000, help="default: %(default)s")
     p.add_argument("--json", default=None, help="also write the metrics to this file")
     p.add_argument(
@@ -637,6 +744,19 @@ def selected_models(known: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(s.strip() for s in [known.model, *models] if s.strip()))
 
 
+def start_processes(args: argparse.Namespace) -> None:
+    """--distributed: join the other hosts before anything touches a device."""
+    options = ("coordinator", "num_processes", "process_id")
+    given = [a for a in options if getattr(args, a, None) is not None]
+    if not getattr(args, "distributed", False):
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} applies with --distributed only")
+        return
+    from aevae_jax.parallel import initialize_distributed
+
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+
+
 def main(argv: list[str] | None = None) -> int:
     from aevae_jax.models import import_models
 
@@ -653,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     args.imports = known.imports
     args.argv = None if argv is None else "aevae " + " ".join(argv)
     try:
+        start_processes(args)
         return args.func(args)
     except UserError as e:
         print(f"aevae: error: {e}", file=sys.stderr)

@@ -2,7 +2,8 @@
 budget, evaluate each with every metric that applies, and write metrics.json,
 report.md and the figures into one directory.
 
-    out/<model>/          each training run (config, metrics.jsonl, checkpoints)
+    out/<model>/          each training run (config, metrics.jsonl, checkpoints); with
+                          seeds, out/<model>/seed_<s>/ per seed, trained together
     out/metrics.json      {"dataset", "config", "models": {name: {...}}, "comparisons",
                            "step_times", "claims"}
     out/report.md         the article's table for its pair (default ae vs vae), every
@@ -12,7 +13,9 @@ report.md and the figures into one directory.
 Differences are called only where they exceed their uncertainty: a paired bootstrap
 over test images for per-image metrics, binomial standard errors for accuracies,
 bootstrap standard errors for Frechet distances, and interleaved per-round ratios
-for step times.
+for step times. With several seeds every metric is the mean over seeds with its sample
+standard deviation, and differences are paired by seed with a t interval (the spread
+that retraining brings, which a single run cannot show).
 """
 
 from __future__ import annotations
@@ -36,7 +39,14 @@ from aevae_jax.errors import require
 from aevae_jax.evaluate import evaluate_model
 from aevae_jax.models import make_model, model_info
 from aevae_jax.timing import interleaved_step_times, paired_ratio
-from aevae_jax.train import CONFIG_FILE, ensure_writable_dir, fit, prepare_config
+from aevae_jax.train import (
+    CONFIG_FILE,
+    ensure_writable_dir,
+    fit,
+    fit_seeds,
+    prepare_config,
+    seed_configs,
+)
 
 DEFAULT_MODELS = ("ae", "vae")
 # Per-image values behind split means (evaluate.Evaluation.per_image), for paired tests.
@@ -103,14 +113,23 @@ def run_compare(
     quiet: bool = False,
     command: str = "aevae compare",
     dataset=None,
+    seeds=None,
+    devices: int | None = None,
 ) -> dict:
     """Train, evaluate and report; returns the metrics dict written to metrics.json.
-    `dataset`: the loaded cfg.data.dataset, when the caller has it already."""
+    `dataset`: the loaded cfg.data.dataset, when the caller has it already. `seeds`:
+    train every model with each of these seeds at once (out/<model>/seed_<s>) and
+    report means and standard deviations over them; None: one run with cfg.seed."""
     require(iwae_k > 0, f"--iwae-k must be a positive integer, got {iwae_k}")
     require(timing_rounds >= 2, f"--timing-rounds must be at least 2, got {timing_rounds}")
     ensure_writable_dir(cfg.out)
     configs = run_configs(cfg, models, options)
-    taken = [c.out for c in configs.values() if os.path.exists(os.path.join(c.out, CONFIG_FILE))]
+    run_dirs = {
+        name: [c.out] if seeds is None else [s.out for s in seed_configs(c, seeds)]
+        for name, c in configs.items()
+    }
+    has_run = lambda d: os.path.exists(os.path.join(d, CONFIG_FILE))
+    taken = [d for dirs in run_dirs.values() for d in dirs if has_run(d)]
     require(
         resume or not taken,
         f"{cfg.out!r} already holds a comparison; pass --resume to reuse its runs "
@@ -122,42 +141,36 @@ def run_compare(
 
     fits = {}
     for name, c in configs.items():
-        _log(f"training {name} ({c.epochs} epochs)", quiet)
-        resuming = resume and os.path.exists(os.path.join(c.out, CONFIG_FILE))
-        fits[name] = fit(c, resume=resuming, dataset=full, progress=not quiet)
+        together = "" if seeds is None else f", seeds {', '.join(map(str, seeds))} together"
+        _log(f"training {name} ({c.epochs} epochs{together})", quiet)
+        resuming = resume and all(has_run(d) for d in run_dirs[name])
+        kw = dict(resume=resuming, dataset=full, progress=not quiet, devices=devices)
+        fits[name] = [fit(c, **kw)] if seeds is None else fit_seeds(c, seeds, **kw)
 
     _log("domain classifier for the Frechet distance (trained once per data set, cached)", quiet)
     t0 = time.perf_counter()
     classifier = load_or_train_classifier(full, progress=not quiet)
     _log(f"classifier ready in {time.perf_counter() - t0:.1f}s", quiet)
 
-    key = jax.random.key(cfg.seed)
     evaluations, results = {}, {}
-    for name, result in fits.items():
-        _log(f"evaluating {name} (IWAE K={iwae_k} where defined)", quiet)
-        t0 = time.perf_counter()
-        ev = evaluate_model(
-            result.model,
-            result.params,
-            result.dataset,
-            cfg.data.binarize,
-            jax.random.fold_in(key, 1000),
-            iwae_k=iwae_k,
-            classifier=classifier,
-            progress=not quiet,
-        )
-        m = ev.metrics
-        m["parameters"] = int(sum(a.size for a in jax.tree.leaves(result.params)))
-        m["train_seconds"] = float(sum(r["epoch_seconds"] for r in result.history))
-        m["likelihood"] = configs[name].model.likelihood
-        m["options"] = configs[name].model.options
-        m["eval_seconds"] = time.perf_counter() - t0
-        evaluations[name], results[name] = ev, m
+    for name, runs in fits.items():
+        per_seed = []
+        for result in runs:
+            seed = result.seed
+            label = "" if seeds is None else f", seed {seed}"
+            _log(f"evaluating {name}{label} (IWAE K={iwae_k} where defined)", quiet)
+            ev, m = _evaluate(result, cfg, configs[name], iwae_k, classifier, seed, quiet)
+            evaluations.setdefault(name, ev)  # per-image values of the first seed
+            per_seed.append(m)
+        results[name] = per_seed[0] if seeds is None else M.summarize_seeds(per_seed)
+        if seeds is not None:
+            results[name]["seeds"] = list(seeds)
 
     _log("step times, interleaved in one process", quiet)
-    dataset = next(iter(fits.values())).dataset
+    first = {name: runs[0] for name, runs in fits.items()}
+    dataset = next(iter(first.values())).dataset
     times = interleaved_step_times(
-        {n: (f.model, configs[n]) for n, f in fits.items()},
+        {n: (f.model, configs[n]) for n, f in first.items()},
         dataset.x_train,
         dataset.y_train,
         rounds=timing_rounds,
@@ -185,7 +198,8 @@ def run_compare(
             "train_size": len(dataset.x_train),
             "test_size": len(dataset.x_test),
             "num_classes": dataset.num_classes,
-            "seed": cfg.seed,
+            "seed": cfg.seed if seeds is None else seeds[0],
+            "seeds": None if seeds is None else list(seeds),
             "iwae_k": iwae_k,
         },
         "classifier_accuracy": None if classifier is None else classifier.test_accuracy,
@@ -193,8 +207,8 @@ def run_compare(
         "comparisons": all_comparisons(evaluations, results),
         "step_time_ratios": {
             f"{b}/{a}": paired_ratio(times[a]["rounds_ms"], times[b]["rounds_ms"])
-            for a in fits
-            for b in fits
+            for a in first
+            for b in first
             if a != b
         },
         "command": command,
@@ -208,18 +222,49 @@ def run_compare(
     )
 
     _log("figures and report", quiet)
-    figures.make_figures(cfg, fits, results, jax.random.fold_in(key, 2000))
+    key = jax.random.key(cfg.seed if seeds is None else seeds[0])
+    figures.make_figures(cfg, first, results, jax.random.fold_in(key, 2000))
     report.write_report(os.path.join(cfg.out, "report.md"), metrics, command)
     _log(f"done: {os.path.join(cfg.out, 'report.md')}", quiet)
     return metrics
 
 
+def _evaluate(result, cfg, run_cfg, iwae_k, classifier, seed, quiet):
+    """(evaluation, metrics dict) of one trained run, with the evaluation keys of `seed`."""
+    t0 = time.perf_counter()
+    ev = evaluate_model(
+        result.model,
+        result.params,
+        result.dataset,
+        cfg.data.binarize,
+        jax.random.fold_in(jax.random.key(seed), 1000),
+        iwae_k=iwae_k,
+        classifier=classifier,
+        progress=not quiet,
+    )
+    m = ev.metrics
+    m["parameters"] = int(sum(a.size for a in jax.tree.leaves(result.params)))
+    m["train_seconds"] = float(sum(r["epoch_seconds"] for r in result.history))
+    m["likelihood"] = run_cfg.model.likelihood
+    m["options"] = run_cfg.model.options
+    m["eval_seconds"] = time.perf_counter() - t0
+    return ev, m
+
+
 def compare_metric(metric: str, a: str, b: str, evaluations: dict, results: dict) -> dict | None:
     """b's value minus a's for `metric`, with a 95% interval and how it was obtained;
-    None when either model lacks the metric."""
+    None when either model lacks the metric. With several seeds, the interval is over
+    seeds (differences paired by seed); otherwise over test images or from standard
+    errors."""
     ra, rb = results[a], results[b]
     if ra.get(metric) is None or rb.get(metric) is None:
         return None
+    seeds_a, seeds_b = ra.get("per_seed", []), rb.get("per_seed", [])
+    if len(seeds_a) >= 2 and len(seeds_a) == len(seeds_b):
+        pa = [m[metric] for m in seeds_a]
+        pb = [m[metric] for m in seeds_b]
+        n = len(pa)
+        return {**M.seed_paired_interval(pa, pb), "method": f"paired by seed, t with {n - 1} dof"}
     per_image = PER_IMAGE.get(metric)
     pa = evaluations[a].per_image.get(per_image) if per_image else None
     pb = evaluations[b].per_image.get(per_image) if per_image else None

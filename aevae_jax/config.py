@@ -18,6 +18,7 @@ BACKBONES = ("mlp", "conv")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 INITS = ("lecun", "torch")  # Flax's layer defaults, or PyTorch's (see nets.layer_init)
+DTYPES = ("float32", "bfloat16")  # the networks' compute dtype; parameters stay float32
 # Names checked here, before any data loads; nets.ACTIVATIONS and likelihoods.LIKELIHOODS
 # hold the functions (a test keeps the names in step).
 ACTIVATION_NAMES = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
@@ -66,6 +67,8 @@ class ModelConfig:
     decoders mirror them. `likelihood=None` takes the model's default (AE: mse,
     VAE: bernoulli). `init` picks the layer initialisation: 'lecun' (Flax's defaults) or
     'torch' (PyTorch's nn.Linear/Conv2d defaults, to reproduce PyTorch set-ups).
+    `dtype` is the compute dtype of the encoder and decoder networks: 'bfloat16' computes
+    them in bfloat16 with float32 parameters, optimiser state, losses and log-densities.
 
     `options` holds the model's own options (beta, k, codebook size, ...) as a plain
     dict; the model's registered options dataclass validates it and fills in its
@@ -81,6 +84,7 @@ class ModelConfig:
     conv_channels: tuple[int, ...] = (32, 64)
     init: str = "lecun"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dtype: str = "float32"
 
     def __post_init__(self):
         require(
@@ -91,6 +95,7 @@ class ModelConfig:
         object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
         _choice("backbone", self.backbone, BACKBONES)
         _choice("init", self.init, INITS)
+        _choice("dtype", self.dtype, DTYPES)
         _choice("activation", self.activation, ACTIVATION_NAMES)
         if self.likelihood is not None:
             _choice("likelihood", self.likelihood, LIKELIHOOD_NAMES)

@@ -167,3 +167,63 @@ def bootstrap_se(
     rng = np.random.default_rng(seed)
     values = [statistic(rng.integers(0, n, size=n)) for _ in range(n_boot)]
     return float(np.std(values, ddof=1))
+
+
+# ------------------------------------------------------------------ spread over seeds
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with `df` degrees of freedom: exact for df 1 and
+    2, a three-term Cornish-Fisher expansion around the normal quantile from df 3 (within
+    0.1% of the exact value there, closer as df grows)."""
+    if df < 1:
+        raise ValueError(f"df must be >= 1, got {df}")
+    if df == 1:
+        return math.tan(math.pi * 0.475)
+    if df == 2:
+        return 0.95 / math.sqrt(2 * 0.975 * 0.025)
+    z = 1.959963984540054
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+def seed_paired_interval(a, b) -> dict[str, float]:
+    """Mean of the per-seed differences b_s - a_s with its 95% t interval (n - 1 degrees
+    of freedom): the uncertainty that retraining with another seed brings. Needs n >= 2."""
+    d = np.asarray(b, np.float64) - np.asarray(a, np.float64)
+    n = len(d)
+    if n < 2:
+        raise ValueError("a spread over seeds needs at least two seeds")
+    half = t_quantile_975(n - 1) * float(np.std(d, ddof=1)) / math.sqrt(n)
+    mean = float(np.mean(d))
+    return {"diff": mean, "lo": mean - half, "hi": mean + half}
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def summarize_seeds(per_seed: list[dict]) -> dict:
+    """One metrics dict from several seeds' dicts: each number is the mean over seeds
+    (None where any seed has none); `std` holds each number's sample standard deviation
+    (ddof 1; absent with one seed); other entries are the first seed's; `per_seed` keeps
+    every seed's dict."""
+    out = dict(per_seed[0])
+    std = {}
+    for key, first in per_seed[0].items():
+        values = [m.get(key) for m in per_seed]
+        if not _number(first):
+            continue
+        if not all(_number(v) and math.isfinite(v) for v in values):
+            out[key] = None
+            continue
+        out[key] = float(np.mean(values))
+        if len(values) > 1:
+            std[key] = float(np.std(values, ddof=1))
+    out["std"] = std
+    out["per_seed"] = per_seed
+    return out

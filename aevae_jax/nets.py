@@ -52,7 +52,8 @@ def layer_init(init: str, fan_in: int) -> dict:
 
 
 def dense(features: int, h: jax.Array, init: str) -> jax.Array:
-    return nn.Dense(features, **layer_init(init, h.shape[-1]))(h)
+    """A Dense layer computing in `h`'s dtype, with float32 parameters."""
+    return nn.Dense(features, dtype=h.dtype, **layer_init(init, h.shape[-1]))(h)
 
 
 def conv(kind, features: int, h: jax.Array, init: str, impl: str) -> jax.Array:
@@ -85,14 +86,15 @@ class MLPEncoder(nn.Module):
     out_dim: int
     activation: str = "relu"
     init_scheme: str = "lecun"
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = get_activation(self.activation)
-        h = with_cond(x.reshape(x.shape[0], -1), cond)
+        h = with_cond(x.reshape(x.shape[0], -1).astype(self.dtype), cond)
         for width in self.hidden:
             h = act(dense(width, h, self.init_scheme))
-        return dense(self.out_dim, h, self.init_scheme)
+        return dense(self.out_dim, h, self.init_scheme).astype(jnp.float32)
 
 
 class MLPDecoder(nn.Module):
@@ -102,15 +104,16 @@ class MLPDecoder(nn.Module):
     image_shape: tuple[int, ...]
     activation: str = "relu"
     init_scheme: str = "lecun"
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = get_activation(self.activation)
-        h = with_cond(z, cond)
+        h = with_cond(z.astype(self.dtype), cond)
         for width in reversed(tuple(self.hidden)):
             h = act(dense(width, h, self.init_scheme))
         h = dense(math.prod(self.image_shape), h, self.init_scheme)
-        return h.reshape(z.shape[0], *self.image_shape)
+        return h.reshape(z.shape[0], *self.image_shape).astype(jnp.float32)
 
 
 class ConvEncoder(nn.Module):
@@ -123,17 +126,18 @@ class ConvEncoder(nn.Module):
     activation: str = "relu"
     init_scheme: str = "lecun"
     conv_impl: str = "auto"
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         act = get_activation(self.activation)
-        h = x
+        h = x.astype(self.dtype)
         for c in self.channels:
             h = act(conv(Conv, c, h, self.init_scheme, self.conv_impl))
         h = with_cond(h.reshape(h.shape[0], -1), cond)
         for width in self.hidden:
             h = act(dense(width, h, self.init_scheme))
-        return dense(self.out_dim, h, self.init_scheme)
+        return dense(self.out_dim, h, self.init_scheme).astype(jnp.float32)
 
 
 class ConvDecoder(nn.Module):
@@ -146,6 +150,7 @@ class ConvDecoder(nn.Module):
     activation: str = "relu"
     init_scheme: str = "lecun"
     conv_impl: str = "auto"
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
@@ -153,14 +158,15 @@ class ConvDecoder(nn.Module):
         height, width, out_channels = self.image_shape
         scale = 2 ** len(self.channels)
         channels = tuple(self.channels)
-        h = with_cond(z, cond)
+        h = with_cond(z.astype(self.dtype), cond)
         for w in reversed(tuple(self.hidden)):
             h = act(dense(w, h, self.init_scheme))
         h = act(dense((height // scale) * (width // scale) * channels[-1], h, self.init_scheme))
         h = h.reshape(z.shape[0], height // scale, width // scale, channels[-1])
         for c in reversed(channels[:-1]):
             h = act(conv(ConvTranspose, c, h, self.init_scheme, self.conv_impl))
-        return conv(ConvTranspose, out_channels, h, self.init_scheme, self.conv_impl)
+        out = conv(ConvTranspose, out_channels, h, self.init_scheme, self.conv_impl)
+        return out.astype(jnp.float32)
 
 
 def make_backbone(
@@ -173,18 +179,21 @@ def make_backbone(
     init: str = "lecun",
     outputs_per_channel: int = 1,
     conv_impl: str = "auto",
+    dtype: str = "float32",
 ) -> tuple[nn.Module, nn.Module]:
     """The (encoder, decoder) pair for `kind` ('mlp' or 'conv') and an image shape
     [H, W, C]; the decoder outputs [H, W, C * outputs_per_channel] (the likelihood's
     parameters per sub-pixel). `conv_impl` picks how the convolutions are computed
-    (`aevae_jax.conv`; the function and parameters are the same)."""
+    (`aevae_jax.conv`; the function and parameters are the same). `dtype` is the
+    networks' compute dtype (float32 or bfloat16): parameters stay float32 and both
+    networks return float32, so losses and log-densities are computed in float32."""
     get_activation(activation)  # fail on bad names before any tracing
     layer_init(init, 1)
     out_shape = (*image_shape[:-1], image_shape[-1] * outputs_per_channel)
     if kind == "mlp":
         return (
-            MLPEncoder(tuple(hidden), encoder_out, activation, init),
-            MLPDecoder(tuple(hidden), out_shape, activation, init),
+            MLPEncoder(tuple(hidden), encoder_out, activation, init, dtype),
+            MLPDecoder(tuple(hidden), out_shape, activation, init, dtype),
         )
     if kind == "conv":
         resolve_impl(conv_impl)
@@ -197,10 +206,10 @@ def make_backbone(
             )
         return (
             ConvEncoder(
-                tuple(conv_channels), tuple(hidden), encoder_out, activation, init, conv_impl
+                tuple(conv_channels), tuple(hidden), encoder_out, activation, init, conv_impl, dtype
             ),
             ConvDecoder(
-                tuple(conv_channels), tuple(hidden), out_shape, activation, init, conv_impl
+                tuple(conv_channels), tuple(hidden), out_shape, activation, init, conv_impl, dtype
             ),
         )
     raise UserError(f"unknown backbone {kind!r}; choose mlp or conv")

@@ -414,10 +414,19 @@ def models_table(m: dict) -> list[str]:
     for name, r in m["models"].items():
         cells = [name]
         for key, _, digits in COLUMNS:
-            v = r.get(key)
-            cells.append("n/a" if v is None else str(v) if isinstance(v, int) else _f(v, digits))
+            v, sd = r.get(key), r.get("std", {}).get(key)
+            cell = "n/a" if v is None else str(v) if isinstance(v, int) else _f(v, digits)
+            cells.append(cell if sd is None or v is None else f"{cell} ± {_f(sd, digits)}")
         lines.append(markdown_row(cells))
     return lines
+
+
+def seeds_text(cfg: dict) -> str:
+    """'seed 0', or 'seeds 0, 1, 2 (trained together)'."""
+    seeds = cfg.get("seeds")
+    if not seeds:
+        return f"seed {cfg['seed']}"
+    return f"seeds {', '.join(map(str, seeds))} (trained together)"
 
 
 FIGURE_CAPTIONS = {
@@ -474,7 +483,7 @@ def write_report(path: str, metrics: dict, command: str) -> None:
         f"{cfg['latent_dim']}, {cfg['epochs']} epochs of {cfg['train_size']} training images, "
         f"batch {cfg['batch_size']}, {cfg.get('optimizer', 'adam')} lr {cfg['lr']} "
         f"({cfg.get('schedule', 'constant')}), binarization {cfg['binarize']}, "
-        f"seed {cfg['seed']}. Test split: {cfg['test_size']} images, binarized once with a "
+        f"{seeds_text(cfg)}. Test split: {cfg['test_size']} images, binarized once with a "
         "fixed draw where training binarizes.",
     ]
     a, b = cfg["pair"]
@@ -522,8 +531,17 @@ def write_report(path: str, metrics: dict, command: str) -> None:
         "interleaved benchmark in one process, not from the training runs' wall clocks.",
         "- Every number is of each run's final parameters (`aevae evaluate --checkpoint "
         "latest`); `aevae evaluate` scores the best checkpoint by default.",
-        "- One seed per model: the spread over seeds is not measured here.",
     ]
+    n_seeds = len(cfg.get("seeds") or ())
+    lines.append(
+        f"- {n_seeds} seeds per model: each value is the mean over seeds ± their sample "
+        "standard deviation, and differences between models are instead called from the "
+        f"per-seed differences (paired by seed), with a t interval on {n_seeds - 1} degrees "
+        "of freedom; the article's table and the claims use those intervals."
+        if n_seeds >= 2
+        else "- One seed per model: the spread over seeds is not measured here (`--seeds "
+        "0,1,2` measures it)."
+    )
     figures = figure_list(os.path.dirname(os.path.abspath(path)), names)
     if figures:
         lines += ["", "## Figures", ""]

@@ -21,7 +21,14 @@ from aevae_jax.config import RunConfig
 from aevae_jax.data import Dataset, DataSpec, load_dataset
 from aevae_jax.errors import UserError
 from aevae_jax.models import Model, import_models, make_model
-from aevae_jax.train import METRICS_FILE, checkpoint_tree, init_state, plan_stages, read_config
+from aevae_jax.train import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    checkpoint_tree,
+    init_state,
+    plan_stages,
+    read_config,
+)
 
 
 @dataclasses.dataclass
@@ -34,6 +41,24 @@ class LoadedRun:
     which: str  # "best" or "latest"
     history: list[dict]
     dataset: Dataset | None  # with the run's training subset applied; None if not loaded
+
+
+def expand_runs(paths) -> list[str]:
+    """Run directories from `paths`: a directory of `aevae train --seeds` (holding
+    seed_<s>/ runs and no config.json of its own) stands for its seeds' runs, by seed."""
+    out = []
+    for path in paths:
+        names = os.listdir(path) if os.path.isdir(path) else []
+        seed_dirs = [
+            os.path.join(path, n)
+            for n in names
+            if n.startswith("seed_") and os.path.isfile(os.path.join(path, n, CONFIG_FILE))
+        ]
+        if seed_dirs and not os.path.isfile(os.path.join(path, CONFIG_FILE)):
+            out += sorted(seed_dirs, key=lambda d: int(d.rsplit("_", 1)[1]))
+        else:
+            out.append(path)
+    return out
 
 
 def read_history(run_dir: str) -> list[dict]:

@@ -193,6 +193,7 @@ class FitResult:
     history: list[dict]
     run_dir: str
     dataset: Dataset
+    seed: int = 0
 
 
 def ensure_writable_dir(out: str) -> None:
@@ -537,7 +538,9 @@ def fit_runs(
     for i, run in enumerate(runs):
         run.checkpoints.close()
         run_params = tree_at(params, i) if together else params
-        results.append(FitResult(model, run_params, run.history, run.cfg.out, dataset))
+        results.append(
+            FitResult(model, run_params, run.history, run.cfg.out, dataset, run.cfg.seed)
+        )
     return results
 
 

@@ -24,7 +24,7 @@ from aevae_jax.compare import _jsonable, run_compare
 from aevae_jax.config import RunConfig
 from aevae_jax.errors import require
 from aevae_jax.models import model_info, model_names
-from aevae_jax.report import COLUMNS, markdown_row, models_table
+from aevae_jax.report import COLUMNS, markdown_row, models_table, seeds_text
 
 # The zoo's order: reconstruction models, then the VAE family, then the rest (any
 # model registered outside the package comes last, alphabetically).
@@ -44,11 +44,15 @@ def zoo_models(names=None, labelled: bool = True) -> tuple[tuple[str, ...], dict
 
 
 def zoo_rows(metrics: dict) -> dict[str, dict]:
-    """{model: {column key: value or "n/a"}} from a comparison's metrics."""
-    return {
-        name: {key: ("n/a" if r.get(key) is None else r[key]) for key, _, _ in COLUMNS}
-        for name, r in metrics["models"].items()
-    }
+    """{model: {column key: value or "n/a", and key_std where seeds give a spread}} from
+    a comparison's metrics."""
+    rows = {}
+    for name, r in metrics["models"].items():
+        row = {key: ("n/a" if r.get(key) is None else r[key]) for key, _, _ in COLUMNS}
+        spread = r.get("std", {})
+        row.update({f"{key}_std": spread[key] for key, _, _ in COLUMNS if key in spread})
+        rows[name] = row
+    return rows
 
 
 def zoo_markdown(zoo: dict, metrics: dict) -> str:
@@ -62,7 +66,7 @@ def zoo_markdown(zoo: dict, metrics: dict) -> str:
         f"Every model: {cfg['backbone']} backbone, hidden {cfg['hidden']}, latent "
         f"{cfg['latent_dim']}, {cfg['epochs']} epochs of {cfg['train_size']} training images, "
         f"batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']}, binarization "
-        f"{cfg['binarize']}, seed {cfg['seed']}; IWAE K = {cfg['iwae_k']}. Test split: "
+        f"{cfg['binarize']}, {seeds_text(cfg)}; IWAE K = {cfg['iwae_k']}. Test split: "
         f"{cfg['test_size']} images.",
         "",
         *models_table(metrics),
@@ -112,8 +116,11 @@ def run_zoo(
     resume: bool = False,
     quiet: bool = False,
     command: str = "aevae zoo",
+    seeds=None,
+    devices: int | None = None,
 ) -> dict:
-    """Train and evaluate the zoo (see the module docstring); returns zoo.json's dict."""
+    """Train and evaluate the zoo (see the module docstring); returns zoo.json's dict.
+    With `seeds`, every model trains each seed at once and the table shows mean ± std."""
     from aevae_jax.data import load_dataset
 
     t0 = time.perf_counter()
@@ -124,8 +131,9 @@ def run_zoo(
         print(f"[zoo] skipping {name}: {why}", file=sys.stderr)
     pair = ("ae", "vae")  # the article's table, when both are in the zoo
     metrics = run_compare(
-        cfg, names, options, pair, iwae_k, timing_rounds, resume, quiet, command, dataset=data
-    )
+        cfg, names, options, pair, iwae_k, timing_rounds, resume, quiet, command, dataset=data,
+        seeds=seeds, devices=devices,
+    )  # fmt: skip
     zoo = {
         "command": command,
         "wall_seconds": time.perf_counter() - t0,

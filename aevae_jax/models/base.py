@@ -183,6 +183,7 @@ def make_backbone_fns(
         cfg.conv_channels,
         cfg.init,
         outputs_per_channel=channels,
+        dtype=cfg.dtype,
     )
     code_dim = cfg.latent_dim if code_dim is None else code_dim
 

@@ -172,16 +172,19 @@ def bootstrap_se(
 # ------------------------------------------------------------------ spread over seeds
 
 
+# Student's t 0.975 quantiles for 1 to 30 degrees of freedom (standard tables).
+T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+        2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+        2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)  # fmt: skip
+
+
 def t_quantile_975(df: int) -> float:
-    """The 0.975 quantile of Student's t with `df` degrees of freedom: exact for df 1 and
-    2, a three-term Cornish-Fisher expansion around the normal quantile from df 3 (within
-    0.1% of the exact value there, closer as df grows)."""
+    """The 0.975 quantile of Student's t with `df` degrees of freedom: the table up to 30,
+    beyond it a Cornish-Fisher expansion around the normal quantile (within 1e-5)."""
     if df < 1:
         raise ValueError(f"df must be >= 1, got {df}")
-    if df == 1:
-        return math.tan(math.pi * 0.475)
-    if df == 2:
-        return 0.95 / math.sqrt(2 * 0.975 * 0.025)
+    if df <= len(T975):
+        return T975[df - 1]
     z = 1.959963984540054
     return (
         z

@@ -133,6 +133,13 @@ def _npz(tmp_path, x_train, x_test=None):
         (["--lr", "-1"], "lr must be positive"),
         (["--activation", "swishy"], "activation must be one of relu"),
         (["--likelihood", "poisson"], "likelihood must be one of bernoulli"),
+        (["--seeds", "0,x"], "--seeds takes comma-separated integers"),
+        (["--seeds", ","], "--seeds needs at least one seed"),
+        (["--seeds", "1,1"], "--seeds lists a seed twice"),
+        (["--seed", "1", "--seeds", "0,1"], "--seed and --seeds exclude each other"),
+        (["--devices", "2"], "--devices must be between 1 and the 1 device"),
+        (["--batch-size", "-5", "--devices", "1"], "batch_size must be a positive integer"),
+        (["--process-id", "0"], "--process-id applies with --distributed only"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(extra, message, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Several seeds in one compiled program: each seed's numbers are those of its own
-sequential run (to float tolerance), each seed has a full run directory, and a killed
-multi-seed run resumes."""
+sequential run (to float tolerance), each seed has a full run directory, a killed
+multi-seed run resumes, and the statistics over seeds are checked by hand."""
 
 import json
 import os
@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import pytest
 
+from aevae_jax import metrics as M
+from aevae_jax.cli import main
 from aevae_jax.config import ModelConfig
 from aevae_jax.errors import UserError
 from aevae_jax.runs import load_run
@@ -76,3 +78,56 @@ def test_bad_seed_lists_fail_clearly(tmp_path):
         seed_configs(small_cfg(tmp_path), ())
     with pytest.raises(UserError, match="seed must be"):
         seed_configs(small_cfg(tmp_path), (0, -1))
+
+
+def test_train_seeds_command_and_evaluate_over_its_runs(small_npz, tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["--dataset", small_npz, "--epochs", "1", "--hidden", "32", "--latent-dim", "4"]
+    assert main(["train", *args, "--seeds", "2,0", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "seed 2:" in printed and "seed 0:" in printed and "over 2 seeds" in printed
+    assert sorted(os.listdir(out)) == ["seed_0", "seed_2"]
+    assert main(["evaluate", "--run", str(out), "--no-fd", "--iwae-k", "4"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [os.path.basename(r) for r in shown["runs"]] == ["seed_0", "seed_2"]
+    values = [r["test_neg_elbo"] for r in shown["per_run"]]
+    assert [r["seed"] for r in shown["per_run"]] == [0, 2]
+    np.testing.assert_allclose(shown["mean"]["test_neg_elbo"], np.mean(values), rtol=1e-12)
+    np.testing.assert_allclose(shown["std"]["test_neg_elbo"], np.std(values, ddof=1), rtol=1e-12)
+    # One run of the pair on its own gives that run's numbers.
+    assert main(["evaluate", "--run", str(out / "seed_2"), "--no-fd", "--iwae-k", "4"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["test_neg_elbo"] == shown["per_run"][1]["test_neg_elbo"]
+
+
+def test_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 200):
+        exact = stats.t.ppf(0.975, df)
+        assert abs(M.t_quantile_975(df) - exact) <= 5e-5, df  # the table has 4 decimals
+    with pytest.raises(ValueError):
+        M.t_quantile_975(0)
+
+
+def test_seed_paired_interval_by_hand():
+    a, b = [10.0, 12.0, 11.0], [9.0, 10.0, 10.5]
+    d = np.array([-1.0, -2.0, -0.5])  # b - a per seed
+    half = 4.3027 * d.std(ddof=1) / np.sqrt(3)  # t(0.975, 2 dof)
+    got = M.seed_paired_interval(a, b)
+    np.testing.assert_allclose([got["diff"], got["lo"], got["hi"]],
+                               [d.mean(), d.mean() - half, d.mean() + half], rtol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="two seeds"):
+        M.seed_paired_interval([1.0], [2.0])
+
+
+def test_summarize_seeds_means_stds_and_what_is_not_a_number():
+    per_seed = [
+        {"mse": 1.0, "au": 3, "fd": None, "name": "vae", "flag": True, "nan": 1.0},
+        {"mse": 3.0, "au": 4, "fd": 2.0, "name": "vae", "flag": False, "nan": float("nan")},
+    ]
+    s = M.summarize_seeds(per_seed)
+    assert s["mse"] == 2.0 and s["au"] == 3.5 and s["name"] == "vae" and s["flag"] is True
+    assert s["fd"] is None and s["nan"] is None
+    np.testing.assert_allclose(s["std"]["mse"], np.sqrt(2.0))
+    assert set(s["std"]) == {"mse", "au"} and s["per_seed"] == per_seed
+    assert M.summarize_seeds(per_seed[:1])["std"] == {}

@@ -1,6 +1,7 @@
 """The benchmark harnesses, run small: XLA's FLOP count of the MLP VAE step against a
 hand count, every record field of benchmarks/step_time.py, and the IWAE throughput
-script's vectorised estimates against its per-example loop (the same samples)."""
+script's vectorised estimates against its per-example loop (the same samples), and the
+records of the scale-out benchmark (seeds together, bfloat16)."""
 
 import json
 import os
@@ -14,6 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import eval_throughput
 import make_npz
 import numpy as np
+import scale_out
 import step_time
 
 from aevae_jax.config import ModelConfig, RunConfig
@@ -91,3 +93,24 @@ def test_make_npz_writes_a_data_set_that_loads_back_the_same(small_npz, tmp_path
     a, b = load_dataset(small_npz), load_dataset(str(out))
     for field in ("x_train", "y_train", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_scale_out_writes_seed_and_precision_records(small_npz, tmp_path):
+    out = tmp_path / "scale.json"
+    argv = ["--seeds", "1,2", "--batch-sizes", "16", "--rounds", "2", "--steps", "2"]
+    assert scale_out.main([*argv, "--dataset", small_npz, "--out", str(out)]) == 0
+    records = json.loads(out.read_text())
+    seeds = [r for r in records if r["kind"] == "seeds"]
+    assert {(r["program"], r["seeds"]) for r in seeds} == {
+        (p, s) for p in ("ours", "minimal") for s in (1, 2)
+    }
+    for r in seeds:
+        assert r["ratio_to_one_seed"] > 0 and r["step_ms"] > 0
+        np.testing.assert_allclose(r["seed_step_ms"] * r["seeds"], r["step_ms"])
+        if r["seeds"] == 1:
+            assert r["ratio_to_one_seed"] == 1.0
+    precision = [r for r in records if r["kind"] == "precision"]
+    assert [r["backbone"] for r in precision] == ["mlp", "conv"]
+    assert all(r["bfloat16_step_ms"] > 0 and r["float32_step_ms"] > 0 for r in precision)
+    table = (tmp_path / "scale.md").read_text()
+    assert "| ours | 16 | 2 |" in table and "| conv |" in table

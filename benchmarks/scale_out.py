@@ -53,13 +53,14 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=10, help="steps per side per round")
     p.add_argument("--dataset", default="fashion_mnist", help="tfds name or .npz path")
+    p.add_argument("--backbones", default="mlp,conv", help="of the precision comparison")
     p.add_argument("--out", default=DEFAULT_OUT)
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.batch_sizes, args.rounds, args.steps = "1,4", "128", 3, 5
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    args.backbones = ["mlp"] if args.quick else ["mlp", "conv"]
+    args.backbones = ["mlp"] if args.quick else args.backbones.split(",")
     return args
 
 

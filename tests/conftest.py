@@ -63,3 +63,10 @@ def pytest_sessionfinish(session):
     if not hasattr(session.config, "workerinput"):  # the controller, after every worker
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
         shutil.rmtree(os.environ["AEVAE_CACHE"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def small_data(small_npz):
+    """The small .npz subset loaded: 2048 training and 512 test images, so that per-epoch
+    test passes cost little."""
+    return load_dataset(small_npz)

@@ -8,6 +8,7 @@ in the suite's own process the four-device tests skip.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -32,14 +33,19 @@ def test_on_four_virtual_devices():
     if jax.device_count() >= 4:
         pytest.skip("already on four devices")
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {DEVICES_FLAG}"}
-    env.pop("PYTEST_XDIST_WORKER", None)
+    # A session of its own: its own caches, which it removes when done (the suite's
+    # caches, which its conftest would otherwise remove, stay).
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_TESTRUNUID", "JAX_COMPILATION_CACHE_DIR",
+                 "AEVAE_CACHE"):  # fmt: skip
+        env.pop(name, None)
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0",
          __file__, "-k", "not test_on_four_virtual_devices"],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
+    summary = done.stdout.strip().splitlines()[-1]
+    assert re.match(r"4 passed\b", summary) and "skipped" not in summary, done.stdout[-2000:]
 
 
 @FOUR
@@ -67,12 +73,9 @@ def test_the_batch_is_split_over_the_mesh():
 
 
 @FOUR
-@pytest.mark.parametrize("name", ["vae", "ae"])
-def test_four_devices_follow_the_one_device_trajectory(fashion_mnist, tmp_path, name):
-    one = fit(small_cfg(tmp_path / "one", name=name), dataset=fashion_mnist, progress=False,
-              devices=1)  # fmt: skip
-    four = fit(small_cfg(tmp_path / "four", name=name), dataset=fashion_mnist, progress=False,
-               devices=4)  # fmt: skip
+def test_four_devices_follow_the_one_device_trajectory(small_data, tmp_path):
+    one = fit(small_cfg(tmp_path / "one"), dataset=small_data, progress=False, devices=1)
+    four = fit(small_cfg(tmp_path / "four"), dataset=small_data, progress=False, devices=4)
     assert_trees_close(four.params, one.params)
     for a, b in zip(one.history, four.history, strict=True):
         np.testing.assert_allclose(a["train_objective"], b["train_objective"], rtol=1e-5)
@@ -83,10 +86,10 @@ def test_four_devices_follow_the_one_device_trajectory(fashion_mnist, tmp_path, 
 
 
 @FOUR
-def test_seeds_and_devices_compose(fashion_mnist, tmp_path):
+def test_seeds_and_devices_compose(small_data, tmp_path):
     cfg = small_cfg(tmp_path / "a")
-    one = fit_seeds(cfg, (0, 1), dataset=fashion_mnist, progress=False, devices=1)
-    two = fit_seeds(small_cfg(tmp_path / "b"), (0, 1), dataset=fashion_mnist, progress=False,
+    one = fit_seeds(cfg, (0, 1), dataset=small_data, progress=False, devices=1)
+    two = fit_seeds(small_cfg(tmp_path / "b"), (0, 1), dataset=small_data, progress=False,
                     devices=2)  # fmt: skip
     for a, b in zip(one, two, strict=True):
         assert_trees_close(a.params, b.params)

@@ -57,19 +57,22 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_around_it(backbone):
     loss32 = lambda p: m32.loss(p, batch, key, 0)[0]
     assert dot_dtypes(loss16, params) == {"bfloat16"}
     assert dot_dtypes(loss32, params) == {"float32"}
+    out = jax.eval_shape(
+        lambda p: (m16.encode(p, batch), m16.decode(p, jnp.zeros((16, 8)))), params
+    )
+    assert {a.dtype for a in jax.tree.leaves(out)} == {jnp.dtype(jnp.float32)}
+    if backbone == "conv":
+        return  # the values: on the MLP (compiling the conv gradient at -O0 costs 10 s)
     v16, g16 = jax.value_and_grad(loss16)(params)
     v32 = loss32(params)
     assert v16.dtype == jnp.float32 and all(g.dtype == jnp.float32 for g in jax.tree.leaves(g16))
     # bfloat16 keeps 8 bits of mantissa: the loss (~550 nats) agrees to about 1%.
     np.testing.assert_allclose(v16, v32, rtol=2e-2)
-    q = m16.encode(params, batch)
-    assert q.code.dtype == jnp.float32 and q.log_var.dtype == jnp.float32
-    assert m16.decode(params, q.code, None).dtype == jnp.float32
 
 
-def test_bfloat16_training_keeps_float32_state(fashion_mnist, tmp_path):
+def test_bfloat16_training_keeps_float32_state(small_data, tmp_path):
     model = ModelConfig(name="vae", hidden=(64,), latent_dim=8, dtype="bfloat16")
-    result = fit(small_cfg(tmp_path / "bf16", model=model), dataset=fashion_mnist, progress=False)
+    result = fit(small_cfg(tmp_path / "bf16", model=model), dataset=small_data, progress=False)
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(result.params))
     rows = result.history
     assert rows[-1]["test_neg_elbo"] < rows[0]["test_neg_elbo"] and np.isfinite(rows[-1]["step_ms"])

@@ -11,7 +11,7 @@ import pytest
 
 from aevae_jax import metrics as M
 from aevae_jax.cli import main
-from aevae_jax.config import ModelConfig
+from aevae_jax.config import DataConfig, ModelConfig
 from aevae_jax.errors import UserError
 from aevae_jax.runs import load_run
 from aevae_jax.train import fit, fit_seeds, seed_configs
@@ -30,14 +30,15 @@ def assert_trees_close(a, b, rtol=RTOL, atol=ATOL):
 
 
 @pytest.mark.parametrize("name", ["vae", "vqvae"])  # vqvae: a second training stage
-def test_seeds_together_equal_sequential_runs(fashion_mnist, tmp_path, name):
-    options = {"prior_epochs": 1} if name == "vqvae" else {}
+def test_seeds_together_equal_sequential_runs(small_data, tmp_path, name):
+    options = {"prior_epochs": 1, "num_codes": 16, "prior_hidden": 32} if name == "vqvae" else {}
     model = ModelConfig(name=name, hidden=(64,), latent_dim=8, options=options)
-    cfg = small_cfg(tmp_path / "together", name=name, model=model)
-    together = fit_seeds(cfg, (3, 5), dataset=fashion_mnist, progress=False)
+    data = DataConfig(train_size=512)
+    cfg = small_cfg(tmp_path / "together", name=name, model=model, data=data)
+    together = fit_seeds(cfg, (3, 5), dataset=small_data, progress=False)
     for seed, got in zip((3, 5), together, strict=True):
-        alone_cfg = small_cfg(tmp_path / f"alone{seed}", seed=seed, model=cfg.model)
-        alone = fit(alone_cfg, dataset=fashion_mnist, progress=False)
+        alone_cfg = small_cfg(tmp_path / f"alone{seed}", seed=seed, model=model, data=data)
+        alone = fit(alone_cfg, dataset=small_data, progress=False)
         assert got.run_dir == os.path.join(cfg.out, f"seed_{seed}")
         assert_trees_close(got.params, alone.params)
         assert len(got.history) == len(alone.history)
@@ -48,7 +49,7 @@ def test_seeds_together_equal_sequential_runs(fashion_mnist, tmp_path, name):
     # Different seeds really differ, and each run directory reads back on its own.
     a, b = (jax.tree.leaves(r.params)[0] for r in together)
     assert not np.allclose(a, b)
-    loaded = load_run(together[1].run_dir, "latest", dataset=fashion_mnist)
+    loaded = load_run(together[1].run_dir, "latest", dataset=small_data)
     assert loaded.cfg.seed == 5 and loaded.epoch == together[1].history[-1]["epoch"]
     assert_trees_close(loaded.params, together[1].params, rtol=0, atol=0)
     with open(os.path.join(together[0].run_dir, "config.json")) as f:
@@ -56,16 +57,14 @@ def test_seeds_together_equal_sequential_runs(fashion_mnist, tmp_path, name):
     assert saved["seed"] == 3 and saved["out"] == together[0].run_dir
 
 
-def test_seeds_resume_from_the_oldest_checkpoint(fashion_mnist, tmp_path):
-    cfg = small_cfg(tmp_path / "r", epochs=3)
-    straight = fit_seeds(
-        small_cfg(tmp_path / "s", epochs=3), (0, 1), dataset=fashion_mnist, progress=False
-    )
-    fit_seeds(small_cfg(tmp_path / "r", epochs=1), (0, 1), dataset=fashion_mnist, progress=False)
+def test_seeds_resume_from_the_oldest_checkpoint(small_data, tmp_path):
+    small = lambda out, epochs: small_cfg(out, epochs=epochs, data=DataConfig(train_size=512))
+    kw = dict(dataset=small_data, progress=False)
+    straight = fit_seeds(small(tmp_path / "s", 3), (0, 1), **kw)
+    fit_seeds(small(tmp_path / "r", 1), (0, 1), **kw)
     # Seed 1 one epoch ahead, as if killed between the two seeds' saves.
-    fit(seed_configs(small_cfg(tmp_path / "r", epochs=2), (1,))[0], resume=True,
-        dataset=fashion_mnist, progress=False)  # fmt: skip
-    resumed = fit_seeds(cfg, (0, 1), resume=True, dataset=fashion_mnist, progress=False)
+    fit(seed_configs(small(tmp_path / "r", 2), (1,))[0], resume=True, **kw)
+    resumed = fit_seeds(small(tmp_path / "r", 3), (0, 1), resume=True, **kw)
     for got, want in zip(resumed, straight, strict=True):
         assert [r["epoch"] for r in got.history] == [1, 2, 3]
         assert_trees_close(got.params, want.params)

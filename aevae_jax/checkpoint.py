@@ -31,6 +31,17 @@ def _manager(directory: str, best: bool) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
+def _with_sharding(leaf) -> jax.ShapeDtypeStruct:
+    """The leaf's shape, dtype and sharding; on this process's first device where the
+    leaf has none, so that a checkpoint saved on a mesh (several devices or hosts)
+    restores on one device, and the reverse."""
+    struct = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(struct, "sharding", None) is not None:
+        return struct
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=device)
+
+
 class RunCheckpoints:
     """The periodic and best checkpoints under a run directory."""
 
@@ -62,7 +73,7 @@ class RunCheckpoints:
             epoch = manager.latest_step() if which == "latest" else manager.best_step()
         if epoch is None:
             raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_tree)
+        target = jax.tree.map(_with_sharding, abstract_tree)
         return manager.restore(epoch, args=ocp.args.StandardRestore(target))
 
     def close(self) -> None:

@@ -303,6 +303,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def single_host(args: argparse.Namespace, command: str) -> None:
+    require(
+        not args.distributed,
+        f"aevae {command} runs on one host; train each model with `aevae train "
+        "--distributed`, then evaluate its run directory on one host",
+    )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from aevae_jax.compare import parse_models, run_compare
 
@@ -754,6 +762,8 @@ def start_processes(args: argparse.Namespace) -> None:
         return
     from aevae_jax.parallel import initialize_distributed
 
+    if args.func is not cmd_train:
+        single_host(args, args.command)
     initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
 

@@ -105,6 +105,8 @@ def initialize_distributed(
     argument is detected; elsewhere pass the coordinator's host:port, the number of
     processes and this process's index (the same coordinator on every host)."""
     try:
+        # CPU processes exchange gradients through Gloo (GPUs use NCCL, TPUs their ICI).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
         )
@@ -114,6 +116,14 @@ def initialize_distributed(
             "SLURM no options are needed, elsewhere pass --coordinator HOST:PORT "
             "--num-processes N --process-id I on every host"
         ) from None
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches this point (nothing to wait for in one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def is_primary() -> bool:

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import RunConfig
@@ -39,7 +40,7 @@ from aevae_jax.errors import UserError, require
 from aevae_jax.evaluate import make_epoch_test, selection_metric
 from aevae_jax.models import Batch, Model, import_models, make_model, resolve
 from aevae_jax.optim import make_optimizer
-from aevae_jax.parallel import is_primary, make_placement
+from aevae_jax.parallel import barrier, is_primary, make_placement
 from aevae_jax.progress import progress_bar
 
 STREAMS = ("init", "data", "binarize", "model", "eval")
@@ -183,7 +184,12 @@ def make_train_epoch(
     epoch_fn = make_epoch_fn(loss, tx, binarize, batch_size, n_train, batch_sharding)
     if seeds:
         epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, None, None, None))
-    return jax.jit(epoch_fn, donate_argnums=(0,))
+    if batch_sharding is None:
+        return jax.jit(epoch_fn, donate_argnums=(0,))
+    # The state and metrics come back replicated, as they went in: every process can
+    # read them, and the next epoch takes them as they are.
+    replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())
+    return jax.jit(epoch_fn, donate_argnums=(0,), out_shardings=replicated)
 
 
 @dataclasses.dataclass
@@ -419,6 +425,7 @@ def fit_runs(
         "runs trained together must differ only in --seed and --out",
     )
     opened = [_open_run(c, resume) for c in cfgs]
+    barrier("aevae: run directories checked")  # before process 0 writes into them
     cfg = opened[0][0]
     if dataset is None:
         dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir)

@@ -1,5 +1,6 @@
 """Data parallelism on four (virtual) CPU devices: the batch is really split over the
-mesh, parameters are replicated, and the trajectory is the one-device trajectory.
+mesh, parameters are replicated, and the trajectory is the one-device trajectory. And
+multi-host: two local processes joined by `jax.distributed` train as one.
 
 These tests need four devices, which JAX only makes on a CPU when XLA_FLAGS asks
 before JAX starts: `test_on_four_virtual_devices` (run by the normal suite) starts a
@@ -7,8 +8,10 @@ pytest of this file in a subprocess with `--xla_force_host_platform_device_count
 in the suite's own process the four-device tests skip.
 """
 
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -19,8 +22,10 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
+from aevae_jax.config import DataConfig, ModelConfig
 from aevae_jax.errors import UserError
 from aevae_jax.parallel import DATA_AXIS, make_placement
+from aevae_jax.runs import load_run
 from aevae_jax.train import TrainState, fit, fit_seeds, make_streams, make_train_epoch
 from tests.test_seeds import assert_trees_close
 from tests.test_train import small_cfg
@@ -103,3 +108,61 @@ def test_device_counts_are_checked():
         make_placement(5, batch_size=10)
     assert make_placement(None, batch_size=8).devices == 4
     assert make_placement(1, batch_size=6).mesh is None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_as_one(small_npz, small_data, tmp_path):
+    """`aevae train --distributed` in two local processes (one CPU device each, Gloo
+    between them): one trajectory, the one-process one; files written once."""
+    if jax.device_count() >= 4:
+        pytest.skip("run by the suite's own process")
+    out = tmp_path / "two"
+    options = ["--dataset", small_npz, "--train-size", "512", "--epochs", "2", "--hidden", "32",
+               "--batch-size", "64",
+               "--latent-dim", "4", "--out", str(out), "--quiet"]  # fmt: skip
+    port = free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aevae_jax",
+                "train",
+                *options,
+                "--distributed",
+                "--coordinator",
+                f"localhost:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, stderr) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+    # Both processes report the same run, with the same numbers.
+    reports = [stdout.strip().splitlines()[-1].split(" nats/image")[0] for stdout, _ in outputs]
+    assert reports[0] == reports[1] and "test_neg_elbo" in reports[0]
+    one = fit(small_cfg(tmp_path / "one", data=DataConfig(train_size=512),
+                        model=ModelConfig(hidden=(32,), latent_dim=4)),
+              dataset=small_data, progress=False)  # fmt: skip
+    two = load_run(str(out), "latest", dataset=small_data)
+    assert_trees_close(two.params, one.params)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]  # written by process 0 alone
+    for r, r_one in zip(rows, one.history, strict=True):
+        np.testing.assert_allclose(r["test_objective"], r_one["test_objective"], rtol=1e-5)
+    assert sorted(os.listdir(out / "checkpoints")) == ["1", "2"]

@@ -427,6 +427,7 @@ def fit_runs(
     opened = [_open_run(c, resume) for c in cfgs]
     barrier("aevae: run directories checked")  # before process 0 writes into them
     cfg = opened[0][0]
+    placement = make_placement(devices, cfg.batch_size)
     if dataset is None:
         dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir)
     dataset = dataset.take_train(cfg.data.train_size)
@@ -436,7 +437,6 @@ def fit_runs(
         f"batch_size {cfg.batch_size} exceeds the {n_train} training examples; "
         "lower --batch-size or raise --train-size",
     )
-    placement = make_placement(devices, cfg.batch_size)
     model = make_model(cfg.model, dataset.spec)
     steps_per_epoch = n_train // cfg.batch_size
     plans = plan_stages(model, cfg, steps_per_epoch)

@@ -46,8 +46,12 @@ def fashion_mnist():
 
 
 @pytest.fixture(scope="session")
-def small_npz(fashion_mnist, tmp_path_factory):
-    """2048 train / 512 test real Fashion-MNIST images as an .npz (uint8, labels)."""
+def small_npz(tmp_path_factory, request):
+    """2048 train / 512 test real Fashion-MNIST images as an .npz (uint8, labels); a
+    pytest that a test starts gets its parent's file through AEVAE_TEST_SMALL_NPZ."""
+    if os.environ.get("AEVAE_TEST_SMALL_NPZ"):
+        return os.environ["AEVAE_TEST_SMALL_NPZ"]
+    fashion_mnist = request.getfixturevalue("fashion_mnist")
     path = tmp_path_factory.mktemp("data") / "fmnist_small.npz"
     np.savez(
         path,

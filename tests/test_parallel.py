@@ -30,14 +30,15 @@ from aevae_jax.train import TrainState, fit, fit_seeds, make_streams, make_train
 from tests.test_seeds import assert_trees_close
 from tests.test_train import small_cfg
 
-FOUR = pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 devices (see module doc)")
 DEVICES_FLAG = "--xla_force_host_platform_device_count=4"
+NEEDS_FOUR = pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 devices (module doc)")
 
 
-def test_on_four_virtual_devices():
+def test_on_four_virtual_devices(small_npz):
     if jax.device_count() >= 4:
         pytest.skip("already on four devices")
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {DEVICES_FLAG}"}
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {DEVICES_FLAG}",
+           "AEVAE_TEST_SMALL_NPZ": small_npz}  # fmt: skip
     # A session of its own: its own caches, which it removes when done (the suite's
     # caches, which its conftest would otherwise remove, stay).
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_TESTRUNUID", "JAX_COMPILATION_CACHE_DIR",
@@ -45,7 +46,7 @@ def test_on_four_virtual_devices():
         env.pop(name, None)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0",
-         __file__, "-k", "not test_on_four_virtual_devices"],
+         __file__, "-m", "four_devices"],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
@@ -53,7 +54,8 @@ def test_on_four_virtual_devices():
     assert re.match(r"4 passed\b", summary) and "skipped" not in summary, done.stdout[-2000:]
 
 
-@FOUR
+@pytest.mark.four_devices
+@NEEDS_FOUR
 def test_the_batch_is_split_over_the_mesh():
     placement = make_placement(4, batch_size=8)
     seen = {}
@@ -77,7 +79,8 @@ def test_the_batch_is_split_over_the_mesh():
     assert w.sharding.is_fully_replicated and len(w.sharding.device_set) == 4
 
 
-@FOUR
+@pytest.mark.four_devices
+@NEEDS_FOUR
 def test_four_devices_follow_the_one_device_trajectory(small_data, tmp_path):
     one = fit(small_cfg(tmp_path / "one"), dataset=small_data, progress=False, devices=1)
     four = fit(small_cfg(tmp_path / "four"), dataset=small_data, progress=False, devices=4)
@@ -90,7 +93,8 @@ def test_four_devices_follow_the_one_device_trajectory(small_data, tmp_path):
     assert len(jax.tree.leaves(one.params)[0].sharding.device_set) == 1
 
 
-@FOUR
+@pytest.mark.four_devices
+@NEEDS_FOUR
 def test_seeds_and_devices_compose(small_data, tmp_path):
     cfg = small_cfg(tmp_path / "a")
     one = fit_seeds(cfg, (0, 1), dataset=small_data, progress=False, devices=1)
@@ -100,7 +104,8 @@ def test_seeds_and_devices_compose(small_data, tmp_path):
         assert_trees_close(a.params, b.params)
 
 
-@FOUR
+@pytest.mark.four_devices
+@NEEDS_FOUR
 def test_device_counts_are_checked():
     with pytest.raises(UserError, match="divisible by 4"):
         make_placement(4, batch_size=6)

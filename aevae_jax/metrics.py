@@ -211,10 +211,11 @@ def _number(v) -> bool:
 
 
 def summarize_seeds(per_seed: list[dict]) -> dict:
-    """One metrics dict from several seeds' dicts: each number is the mean over seeds
-    (None where any seed has none); `std` holds each number's sample standard deviation
-    (ddof 1; absent with one seed); other entries are the first seed's; `per_seed` keeps
-    every seed's dict."""
+    """One metrics dict from several seeds' dicts: each number that differs between
+    seeds becomes the mean over seeds, with its sample standard deviation (ddof 1) in
+    `std`; a number every seed shares (a count, a setting) stays as it is; None where
+    any seed has none. Other entries are the first seed's; `per_seed` keeps every
+    seed's dict."""
     out = dict(per_seed[0])
     std = {}
     for key, first in per_seed[0].items():
@@ -223,9 +224,8 @@ def summarize_seeds(per_seed: list[dict]) -> dict:
             continue
         if not all(_number(v) and math.isfinite(v) for v in values):
             out[key] = None
-            continue
-        out[key] = float(np.mean(values))
-        if len(values) > 1:
+        elif any(v != first for v in values):
+            out[key] = float(np.mean(values))
             std[key] = float(np.std(values, ddof=1))
     out["std"] = std
     out["per_seed"] = per_seed

@@ -121,12 +121,13 @@ def test_seed_paired_interval_by_hand():
 
 def test_summarize_seeds_means_stds_and_what_is_not_a_number():
     per_seed = [
-        {"mse": 1.0, "au": 3, "fd": None, "name": "vae", "flag": True, "nan": 1.0},
-        {"mse": 3.0, "au": 4, "fd": 2.0, "name": "vae", "flag": False, "nan": float("nan")},
+        {"mse": 1.0, "au": 3, "fd": None, "name": "vae", "flag": True, "nan": 1.0, "k": 10},
+        {"mse": 3.0, "au": 4, "fd": 2.0, "name": "vae", "flag": False, "nan": np.nan, "k": 10},
     ]
     s = M.summarize_seeds(per_seed)
     assert s["mse"] == 2.0 and s["au"] == 3.5 and s["name"] == "vae" and s["flag"] is True
     assert s["fd"] is None and s["nan"] is None
+    assert s["k"] == 10 and isinstance(s["k"], int)  # shared by every seed: kept as it is
     np.testing.assert_allclose(s["std"]["mse"], np.sqrt(2.0))
     assert set(s["std"]) == {"mse", "au"} and s["per_seed"] == per_seed
     assert M.summarize_seeds(per_seed[:1])["std"] == {}

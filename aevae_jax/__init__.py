@@ -8,6 +8,8 @@ Public API (heavy modules such as tfds load only when data is loaded):
       import_models
     make_optimizer, param_groups, frozen                 optimisers
     fit, FitResult, make_train_epoch, make_streams       training
+    fit_seeds, make_epoch_fn                             several seeds in one program
+    make_placement, Placement, initialize_distributed    devices and hosts
     load_run, LoadedRun                                  reading a run back
     evaluate_model, iwae_log_likelihood                  evaluation
     prior_images, expost_gaussian, decode_samples        sampling
@@ -31,9 +33,17 @@ from aevae_jax.models import (
     register,
 )
 from aevae_jax.optim import frozen, make_optimizer, param_groups
+from aevae_jax.parallel import Placement, initialize_distributed, make_placement
 from aevae_jax.runs import LoadedRun, load_run
 from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
-from aevae_jax.train import FitResult, fit, make_streams, make_train_epoch
+from aevae_jax.train import (
+    FitResult,
+    fit,
+    fit_seeds,
+    make_epoch_fn,
+    make_streams,
+    make_train_epoch,
+)
 
 __all__ = [
     "Batch",
@@ -46,6 +56,7 @@ __all__ = [
     "Model",
     "ModelConfig",
     "OptimConfig",
+    "Placement",
     "RunConfig",
     "Stage",
     "UserError",
@@ -53,13 +64,17 @@ __all__ = [
     "evaluate_model",
     "expost_gaussian",
     "fit",
+    "fit_seeds",
     "frozen",
     "import_models",
+    "initialize_distributed",
     "iwae_log_likelihood",
     "load_dataset",
     "load_run",
+    "make_epoch_fn",
     "make_model",
     "make_optimizer",
+    "make_placement",
     "make_streams",
     "make_train_epoch",
     "model_info",

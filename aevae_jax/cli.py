@@ -281,7 +281,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     seeds = seeds_from_args(args)
     kw = dict(resume=args.resume, progress=not args.quiet, devices=args.devices)
     results = [fit(cfg, **kw)] if seeds is None else fit_seeds(cfg, seeds, **kw)
-    if not results[0].history:
+    if not all(r.history for r in results):
         print(f"nothing to train: {cfg.out} is complete and its metrics.jsonl is missing")
         return 0
     for result in results:
@@ -295,12 +295,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if len(results) > 1:
         summary = summarize_seeds([r.history[-1] for r in results])
+        spread = lambda key: f"{_num(summary[key])} ± {_num(summary['std'].get(key, 0.0))}"
         print(
-            f"over {len(results)} seeds: test objective {summary['test_objective']:.3f} ± "
-            f"{summary['std']['test_objective']:.3f}, {select} {summary[select]:.3f} ± "
-            f"{summary['std'][select]:.3f} (mean ± sample std)"
+            f"over {len(results)} seeds: test objective {spread('test_objective')}, "
+            f"{select} {spread(select)} (mean ± sample std)"
         )
     return 0
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def single_host(args: argparse.Namespace, command: str) -> None:
@@ -388,10 +392,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(results) == 1:
         out = results[0]
     else:
-        metrics = [{k: v for k, v in r.items() if k not in ("run", "checkpoint")} for r in results]
+        skip = ("run", "checkpoint", "seed", "epoch")
+        metrics = [{k: v for k, v in r.items() if k not in skip} for r in results]
         summary = summarize_seeds(metrics)
         per_seed, std = summary.pop("per_seed"), summary.pop("std")
-        out = {"runs": [r["run"] for r in results], "mean": summary, "std": std,
+        out = {"runs": [r["run"] for r in results], "seeds": [r["seed"] for r in results],
+               "epochs": [r["epoch"] for r in results], "mean": summary, "std": std,
                "per_run": per_seed}  # fmt: skip
     text = json.dumps(_jsonable(out), indent=2)
     if args.json:
@@ -406,6 +412,7 @@ def _evaluate_runs(run_dirs: list[str], args: argparse.Namespace):
     import jax
 
     from aevae_jax.classifier import load_or_train_classifier
+    from aevae_jax.config import config_differences
     from aevae_jax.data import load_dataset
     from aevae_jax.evaluate import evaluate_model
     from aevae_jax.runs import load_run
@@ -415,12 +422,11 @@ def _evaluate_runs(run_dirs: list[str], args: argparse.Namespace):
     classifier = None if args.no_fd else load_or_train_classifier(full, progress=True)
     for run_dir in run_dirs:
         run = load_run(run_dir, args.checkpoint, dataset=full)
+        differ = config_differences(first.cfg, run.cfg, ignore=("seed", "out"))
         require(
-            (run.cfg.model.name, run.cfg.data.dataset)
-            == (first.cfg.model.name, first.cfg.data.dataset),
-            f"--run: {run_dir!r} trains {run.cfg.model.name} on {run.cfg.data.dataset}, "
-            f"{run_dirs[0]!r} {first.cfg.model.name} on {first.cfg.data.dataset}; several "
-            "runs are averaged only when they share a model and a data set",
+            not differ,
+            f"--run: {run_dir!r} and {run_dirs[0]!r} differ in {', '.join(differ)}; several "
+            "runs are averaged only when they differ in their seed alone",
         )
         evaluation = evaluate_model(
             run.model,
@@ -764,7 +770,18 @@ def start_processes(args: argparse.Namespace) -> None:
 
     if args.func is not cmd_train:
         single_host(args, args.command)
-    initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    n, i = args.num_processes, args.process_id
+    require(
+        (n is None) == (i is None) == (args.coordinator is None),
+        "--coordinator, --num-processes and --process-id go together (or none of them, on "
+        "a TPU slice or under SLURM)",
+    )
+    require(
+        n is None or (n >= 1 and 0 <= i < n),
+        f"--process-id must be in [0, --num-processes) and --num-processes >= 1; got "
+        f"--process-id {i} --num-processes {n}",
+    )
+    initialize_distributed(args.coordinator, n, i)
 
 
 def main(argv: list[str] | None = None) -> int:

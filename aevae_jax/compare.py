@@ -143,7 +143,13 @@ def run_compare(
     for name, c in configs.items():
         together = "" if seeds is None else f", seeds {', '.join(map(str, seeds))} together"
         _log(f"training {name} ({c.epochs} epochs{together})", quiet)
-        resuming = resume and all(has_run(d) for d in run_dirs[name])
+        missing = [d for d in run_dirs[name] if not has_run(d)]
+        require(
+            not resume or len(missing) in (0, len(run_dirs[name])),
+            f"--resume: {', '.join(missing)} hold no run while the other seeds of {name} do; "
+            "resume with the seeds the comparison started with",
+        )
+        resuming = resume and not missing
         kw = dict(resume=resuming, dataset=full, progress=not quiet, devices=devices)
         fits[name] = [fit(c, **kw)] if seeds is None else fit_seeds(c, seeds, **kw)
 

@@ -67,8 +67,10 @@ class ModelConfig:
     decoders mirror them. `likelihood=None` takes the model's default (AE: mse,
     VAE: bernoulli). `init` picks the layer initialisation: 'lecun' (Flax's defaults) or
     'torch' (PyTorch's nn.Linear/Conv2d defaults, to reproduce PyTorch set-ups).
-    `dtype` is the compute dtype of the encoder and decoder networks: 'bfloat16' computes
-    them in bfloat16 with float32 parameters, optimiser state, losses and log-densities.
+    `dtype` is the compute dtype of the shared backbone (MLP and conv encoders and
+    decoders): 'bfloat16' computes them in bfloat16 with float32 parameters, optimiser
+    state, losses and log-densities. Model-specific networks (the masked AE's token
+    encoder, the VQ-VAE's prior, the adversarial AE's discriminator) stay float32.
 
     `options` holds the model's own options (beta, k, codebook size, ...) as a plain
     dict; the model's registered options dataclass validates it and fills in its
@@ -185,3 +187,21 @@ class RunConfig:
             )
         except TypeError as e:  # unknown or missing keys in a hand-edited config
             raise UserError(f"configuration does not match RunConfig: {e}") from None
+
+
+def config_differences(a: RunConfig, b: RunConfig, ignore=()) -> list[str]:
+    """The dotted names of the fields in which two run configs differ (e.g.
+    'optim.lr', 'model.options.beta'), leaving out the top-level fields in `ignore`."""
+    out = []
+
+    def walk(x, y, prefix):
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y)):
+                if not prefix and key in ignore:
+                    continue
+                walk(x.get(key), y.get(key), f"{prefix}{key}.")
+        elif x != y:
+            out.append(prefix.rstrip("."))
+
+    walk(a.to_dict(), b.to_dict(), "")
+    return out

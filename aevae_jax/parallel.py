@@ -73,8 +73,9 @@ class Placement:
 
 
 def make_placement(devices: int | None, batch_size: int) -> Placement:
-    """The mesh of `devices` devices (None: every device of every process) for batches
-    of `batch_size`, which must split evenly."""
+    """The mesh of `devices` devices for batches of `batch_size`, which must split
+    evenly. None: every device JAX sees, which is every local device, or with
+    `jax.distributed` every device of every process."""
     available = jax.devices()
     n = len(available) if devices is None else devices
     require(

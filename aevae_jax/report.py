@@ -537,7 +537,8 @@ def write_report(path: str, metrics: dict, command: str) -> None:
         f"- {n_seeds} seeds per model: each value is the mean over seeds ± their sample "
         "standard deviation, and differences between models are instead called from the "
         f"per-seed differences (paired by seed), with a t interval on {n_seeds - 1} degrees "
-        "of freedom; the article's table and the claims use those intervals."
+        "of freedom; the article's table uses those intervals. Claims checked against a "
+        "fixed threshold use the mean over seeds with one test set's uncertainty."
         if n_seeds >= 2
         else "- One seed per model: the spread over seeds is not measured here (`--seeds "
         "0,1,2` measures it)."

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import RunConfig
 from aevae_jax.data import Dataset, DataSpec, load_dataset
-from aevae_jax.errors import UserError
+from aevae_jax.errors import UserError, require
 from aevae_jax.models import Model, import_models, make_model
 from aevae_jax.train import (
     CONFIG_FILE,
@@ -49,15 +49,22 @@ def expand_runs(paths) -> list[str]:
     out = []
     for path in paths:
         names = os.listdir(path) if os.path.isdir(path) else []
-        seed_dirs = [
-            os.path.join(path, n)
+        seeds = sorted(
+            int(n[5:])
             for n in names
-            if n.startswith("seed_") and os.path.isfile(os.path.join(path, n, CONFIG_FILE))
-        ]
-        if seed_dirs and not os.path.isfile(os.path.join(path, CONFIG_FILE)):
-            out += sorted(seed_dirs, key=lambda d: int(d.rsplit("_", 1)[1]))
+            if n.startswith("seed_")
+            and n[5:].isdigit()
+            and os.path.isfile(os.path.join(path, n, CONFIG_FILE))
+        )
+        if seeds and not os.path.isfile(os.path.join(path, CONFIG_FILE)):
+            out += [os.path.join(path, f"seed_{s}") for s in seeds]
         else:
             out.append(path)
+    unique = list(dict.fromkeys(os.path.realpath(p) for p in out))
+    require(
+        len(unique) == len(out),
+        "--run names a run twice (a --seeds directory stands for all its seed_<s> runs)",
+    )
     return out
 
 

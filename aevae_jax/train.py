@@ -302,6 +302,14 @@ def write_config(out: str, cfg: RunConfig, dataset: Dataset, steps_per_epoch: in
 def read_config(run_dir: str) -> tuple[RunConfig, DataSpec, int]:
     """(run config, data description, steps per epoch) from `run_dir`/config.json."""
     path = os.path.join(run_dir, CONFIG_FILE)
+    seeds = sorted(n for n in os.listdir(run_dir) if n.startswith("seed_")) if os.path.isdir(
+        run_dir
+    ) else []  # fmt: skip
+    require(
+        os.path.isfile(path) or not seeds,
+        f"{run_dir!r} holds the runs of several seeds ({', '.join(seeds)}); pass one of "
+        "them, e.g. " + os.path.join(run_dir, seeds[0] if seeds else ""),
+    )
     require(
         os.path.isfile(path),
         f"{run_dir!r} is not a run directory (no {CONFIG_FILE}); pass the --out of an "
@@ -418,7 +426,10 @@ def fit_runs(
     devices: int | None = None,
 ) -> list[FitResult]:
     """Train runs that differ only in seed and run directory as one compiled program:
-    one run as `fit` always did, several with the epoch vmapped over stacked states."""
+    one run as `fit` always did, several with the epoch vmapped over stacked states.
+    With several seeds, a log row's `step_ms` is the step of the program that trains
+    them all (`seeds_together` says how many), and its `epoch_seconds` that epoch's
+    time divided by the number of seeds."""
     base = lambda c: dataclasses.replace(c, seed=0, out="")
     require(
         all(base(c) == base(cfgs[0]) for c in cfgs),

@@ -2,7 +2,7 @@
 # The speed suite on a bare CUDA machine whose python3 already has jax with CUDA, flax,
 # optax, orbax-checkpoint and tqdm (PyTorch optional; tensorflow-datasets not needed).
 # Under 5 minutes on one H100. Prints the table and writes, under benchmarks/results/,
-# step_time_gpu.json/.md and eval_throughput_gpu.json.
+# step_time_gpu.json/.md, eval_throughput_gpu.json and scale_out_gpu.json/.md.
 #
 #   python benchmarks/make_npz.py fashion_mnist data/fashion_mnist.npz   # where tfds or
 #                                          # Debian's IDX files are (data/ is git-ignored)
@@ -35,3 +35,5 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 $PY benchmarks/step_time.py --models vae,ae --backbones mlp,conv --batch-sizes 128,512 \
   --dataset "$NPZ" --out "$RESULTS/step_time_gpu.json"
 $PY benchmarks/eval_throughput.py --dataset "$NPZ" --out "$RESULTS/eval_throughput_gpu.json"
+# Seeds together (1, 4, 16 x batch 128, 1024) and bfloat16 against float32.
+$PY benchmarks/scale_out.py --dataset "$NPZ" --out "$RESULTS/scale_out_gpu.json"

@@ -140,6 +140,11 @@ def _npz(tmp_path, x_train, x_test=None):
         (["--devices", "2"], "--devices must be between 1 and the 1 device"),
         (["--batch-size", "-5", "--devices", "1"], "batch_size must be a positive integer"),
         (["--process-id", "0"], "--process-id applies with --distributed only"),
+        (["--distributed", "--process-id", "0"], "go together"),
+        (
+            ["--distributed", "--coordinator", "h:1", "--num-processes", "2", "--process-id", "-1"],
+            "--process-id must be in [0, --num-processes)",
+        ),
     ],
 )
 def test_bad_options_exit_2_with_one_line(extra, message, tmp_path, capsys):

@@ -167,7 +167,7 @@ def test_two_processes_train_as_one(small_npz, small_data, tmp_path):
     two = load_run(str(out), "latest", dataset=small_data)
     assert_trees_close(two.params, one.params)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2]  # written by process 0 alone
+    assert [r["epoch"] for r in rows] == [1, 2]
     for r, r_one in zip(rows, one.history, strict=True):
         np.testing.assert_allclose(r["test_objective"], r_one["test_objective"], rtol=1e-5)
     assert sorted(os.listdir(out / "checkpoints")) == ["1", "2"]

@@ -2,6 +2,7 @@
 sequential run (to float tolerance), each seed has a full run directory, a killed
 multi-seed run resumes, and the statistics over seeds are checked by hand."""
 
+import dataclasses
 import json
 import os
 
@@ -10,11 +11,14 @@ import numpy as np
 import pytest
 
 from aevae_jax import metrics as M
+from aevae_jax import report
 from aevae_jax.cli import main
-from aevae_jax.config import DataConfig, ModelConfig
+from aevae_jax.compare import compare_metric
+from aevae_jax.config import DataConfig, ModelConfig, config_differences
 from aevae_jax.errors import UserError
 from aevae_jax.runs import load_run
 from aevae_jax.train import fit, fit_seeds, seed_configs
+from aevae_jax.zoo import zoo_rows
 from tests.test_train import small_cfg
 
 # vmapped or sharded matmuls sum in another order than single ones, and Adam divides by
@@ -68,6 +72,20 @@ def test_seeds_resume_from_the_oldest_checkpoint(small_data, tmp_path):
     for got, want in zip(resumed, straight, strict=True):
         assert [r["epoch"] for r in got.history] == [1, 2, 3]
         assert_trees_close(got.params, want.params)
+        with open(os.path.join(got.run_dir, "metrics.jsonl")) as f:
+            assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
+        assert sorted(os.listdir(os.path.join(got.run_dir, "checkpoints"))) == ["2", "3"]
+
+
+def test_only_the_primary_process_writes_logs_and_configs(small_data, tmp_path, monkeypatch):
+    import aevae_jax.train as train
+
+    monkeypatch.setattr(train, "is_primary", lambda: False)
+    result = fit(small_cfg(tmp_path / "p1", data=DataConfig(train_size=256), epochs=1),
+                 dataset=small_data, progress=False)  # fmt: skip
+    files = set(os.listdir(result.run_dir))
+    assert "config.json" not in files and "metrics.jsonl" not in files
+    assert os.listdir(os.path.join(result.run_dir, "checkpoints")) == ["1"]  # orbax: all
 
 
 def test_bad_seed_lists_fail_clearly(tmp_path):
@@ -93,6 +111,10 @@ def test_train_seeds_command_and_evaluate_over_its_runs(small_npz, tmp_path, cap
     assert [r["seed"] for r in shown["per_run"]] == [0, 2]
     np.testing.assert_allclose(shown["mean"]["test_neg_elbo"], np.mean(values), rtol=1e-12)
     np.testing.assert_allclose(shown["std"]["test_neg_elbo"], np.std(values, ddof=1), rtol=1e-12)
+    code = main(["sample", "--run", str(out), "--n", "4", "--out", str(tmp_path / "s.png")])
+    assert (
+        code == 2 and "holds the runs of several seeds (seed_0, seed_2)" in capsys.readouterr().err
+    )
     # One run of the pair on its own gives that run's numbers.
     assert main(["evaluate", "--run", str(out / "seed_2"), "--no-fd", "--iwae-k", "4"]) == 0
     alone = json.loads(capsys.readouterr().out)
@@ -131,3 +153,34 @@ def test_summarize_seeds_means_stds_and_what_is_not_a_number():
     np.testing.assert_allclose(s["std"]["mse"], np.sqrt(2.0))
     assert set(s["std"]) == {"mse", "au"} and s["per_seed"] == per_seed
     assert M.summarize_seeds(per_seed[:1])["std"] == {}
+
+
+def seeds_metrics(a_values, b_values) -> dict:
+    """A comparison's metrics dict for models a and b over seeds, as compare writes it."""
+    per = {n: [{"test_mse": v, "parameters": 10} for v in vals]
+           for n, vals in (("a", a_values), ("b", b_values))}  # fmt: skip
+    models = {n: {**M.summarize_seeds(p), "seeds": [0, 1, 2]} for n, p in per.items()}
+    return {"models": models, "config": {"seed": 0, "seeds": [0, 1, 2]}}
+
+
+def test_comparisons_over_seeds_are_paired_by_seed_and_shown_as_mean_and_std():
+    m = seeds_metrics([10.0, 12.0, 11.0], [9.0, 10.0, 10.5])
+    c = compare_metric("test_mse", "a", "b", {}, m["models"])
+    assert c["method"] == "paired by seed, t with 2 dof"
+    want = M.seed_paired_interval([10.0, 12.0, 11.0], [9.0, 10.0, 10.5])
+    assert (c["diff"], c["lo"], c["hi"]) == (want["diff"], want["lo"], want["hi"])
+    table = "\n".join(report.models_table(m))
+    assert "| a | 11.00 ± 1.00 |" in table and "| 10 |" in table  # parameters: shared
+    rows = zoo_rows(m)
+    assert rows["b"]["test_mse"] == 9.833333333333334 and rows["b"]["test_mse_std"] > 0
+    assert "parameters_std" not in rows["b"]
+    assert report.seeds_text(m["config"]) == "seeds 0, 1, 2 (trained together)"
+    assert report.seeds_text({"seed": 4}) == "seed 4"
+
+
+def test_config_differences_name_the_fields():
+    a = small_cfg("x")
+    b = dataclasses.replace(a, seed=3, out="y", optim=dataclasses.replace(a.optim, lr=0.1))
+    assert config_differences(a, b) == ["optim.lr", "out", "seed"]
+    assert config_differences(a, b, ignore=("seed", "out")) == ["optim.lr"]
+    assert config_differences(a, a) == []

@@ -36,15 +36,15 @@ def params_equal(a, b) -> bool:
 
 
 @pytest.mark.parametrize("name", ["ae", "vae"])
-def test_real_train_steps_lower_the_test_loss(fashion_mnist, tmp_path, name):
+def test_real_train_steps_lower_the_test_loss(small_data, tmp_path, name):
     cfg = small_cfg(tmp_path / name, name=name, epochs=3)
-    model = make_model(cfg.model, fashion_mnist.spec)
+    model = make_model(cfg.model, small_data.spec)
     keys = make_streams(cfg.seed)
-    x_test = jnp.asarray(fashion_mnist.x_test[:1000])
+    x_test = jnp.asarray(small_data.x_test[:1000])
     init, _ = init_state(model, [], keys["init"], x_test, None)
     test = make_epoch_test(model, model.loss, cfg.data.binarize)
     before = test(init, x_test, None, keys["eval"], 0)
-    result = fit(cfg, dataset=fashion_mnist, progress=False)
+    result = fit(cfg, dataset=small_data, progress=False)
     after = test(result.params, x_test, None, keys["eval"], 0)
     assert after["test_objective"] < 0.7 * before["test_objective"]
     select = "test_neg_elbo" if name == "vae" else "test_recon_nll"
@@ -57,26 +57,26 @@ def test_real_train_steps_lower_the_test_loss(fashion_mnist, tmp_path, name):
         assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
 
 
-def test_same_seed_gives_identical_bits_and_another_seed_does_not(fashion_mnist, tmp_path):
-    a = fit(small_cfg(tmp_path / "a"), dataset=fashion_mnist, progress=False)
-    b = fit(small_cfg(tmp_path / "b"), dataset=fashion_mnist, progress=False)
-    c = fit(small_cfg(tmp_path / "c", seed=1), dataset=fashion_mnist, progress=False)
+def test_same_seed_gives_identical_bits_and_another_seed_does_not(small_data, tmp_path):
+    a = fit(small_cfg(tmp_path / "a"), dataset=small_data, progress=False)
+    b = fit(small_cfg(tmp_path / "b"), dataset=small_data, progress=False)
+    c = fit(small_cfg(tmp_path / "c", seed=1), dataset=small_data, progress=False)
     assert params_equal(a.params, b.params)
     assert not params_equal(a.params, c.params)
     assert a.history[-1]["test_neg_elbo"] == b.history[-1]["test_neg_elbo"]
 
 
-def test_checkpoints_round_trip_latest_and_best(fashion_mnist, tmp_path):
+def test_checkpoints_round_trip_latest_and_best(small_data, tmp_path):
     cfg = small_cfg(tmp_path / "run", epochs=3)
-    result = fit(cfg, dataset=fashion_mnist, progress=False)
-    latest = load_run(cfg.out, "latest", dataset=fashion_mnist)
+    result = fit(cfg, dataset=small_data, progress=False)
+    latest = load_run(cfg.out, "latest", dataset=small_data)
     assert params_equal(latest.params, result.params) and latest.epoch == 3
-    best = load_run(cfg.out, "best", dataset=fashion_mnist)
+    best = load_run(cfg.out, "best", dataset=small_data)
     scores = [r["test_neg_elbo"] for r in result.history]
     assert best.epoch == 1 + int(np.argmin(scores)) and best.which == "best"
 
 
-def test_best_checkpoint_is_ranked_by_the_elbo_not_the_warm_up_objective(fashion_mnist, tmp_path):
+def test_best_checkpoint_is_ranked_by_the_elbo_not_the_warm_up_objective(small_data, tmp_path):
     # Under a KL warm-up the objective depends on the step (beta rises), so it cannot rank
     # epochs; the ELBO (beta = 1, K = 1) does not depend on the step and ranks them.
     model = ModelConfig(
@@ -86,28 +86,28 @@ def test_best_checkpoint_is_ranked_by_the_elbo_not_the_warm_up_objective(fashion
         options={"beta": 1.0, "kl_schedule": "linear", "kl_warmup_steps": 1000},
     )
     cfg = small_cfg(tmp_path / "warm", model=model, epochs=3)
-    result = fit(cfg, dataset=fashion_mnist, progress=False)
+    result = fit(cfg, dataset=small_data, progress=False)
     test = make_epoch_test(result.model, result.model.loss, "dynamic")
-    x, key = jnp.asarray(fashion_mnist.x_test[:300]), jax.random.key(0)
+    x, key = jnp.asarray(small_data.x_test[:300]), jax.random.key(0)
     early, late = test(result.params, x, None, key, 0), test(result.params, x, None, key, 1000)
     assert early["test_objective"] < late["test_objective"] - 1.0  # same params, other step
     assert early["test_neg_elbo"] == late["test_neg_elbo"]
     rows = result.history
     assert all(r["selection"] == "test_neg_elbo" for r in rows)
-    best = load_run(cfg.out, "best", dataset=fashion_mnist)
+    best = load_run(cfg.out, "best", dataset=small_data)
     assert best.epoch == 1 + int(np.argmin([r["test_neg_elbo"] for r in rows]))
 
 
-def test_existing_run_is_not_overwritten_and_resume_checks_options(fashion_mnist, tmp_path):
+def test_existing_run_is_not_overwritten_and_resume_checks_options(small_data, tmp_path):
     cfg = small_cfg(tmp_path / "run", epochs=1)
-    fit(cfg, dataset=fashion_mnist, progress=False)
+    fit(cfg, dataset=small_data, progress=False)
     with pytest.raises(UserError, match="already holds a run; pass --resume"):
-        fit(cfg, dataset=fashion_mnist, progress=False)
+        fit(cfg, dataset=small_data, progress=False)
     changed = small_cfg(tmp_path / "run", epochs=1, batch_size=32)
     with pytest.raises(UserError, match="options differ"):
-        fit(changed, resume=True, dataset=fashion_mnist, progress=False)
+        fit(changed, resume=True, dataset=small_data, progress=False)
     with pytest.raises(UserError, match="no run to resume"):
-        fit(small_cfg(tmp_path / "empty"), resume=True, dataset=fashion_mnist, progress=False)
+        fit(small_cfg(tmp_path / "empty"), resume=True, dataset=small_data, progress=False)
     with pytest.raises(UserError, match="options differ"):
         fit(
             small_cfg(
@@ -116,19 +116,19 @@ def test_existing_run_is_not_overwritten_and_resume_checks_options(fashion_mnist
                 model=ModelConfig(name="vae", hidden=(64,), latent_dim=8, likelihood="gaussian"),
             ),
             resume=True,
-            dataset=fashion_mnist,
+            dataset=small_data,
             progress=False,
         )
     # Extending the budget continues from the checkpoint: epochs 1 (saved) + 2 (new).
     more = fit(
-        small_cfg(tmp_path / "run", epochs=2), resume=True, dataset=fashion_mnist, progress=False
+        small_cfg(tmp_path / "run", epochs=2), resume=True, dataset=small_data, progress=False
     )
     assert [r["epoch"] for r in more.history] == [1, 2]
 
 
-def test_batch_larger_than_data_is_an_error(fashion_mnist, tmp_path):
+def test_batch_larger_than_data_is_an_error(small_data, tmp_path):
     with pytest.raises(UserError, match="exceeds the 1024 training examples"):
-        fit(small_cfg(tmp_path / "r", batch_size=2048), dataset=fashion_mnist, progress=False)
+        fit(small_cfg(tmp_path / "r", batch_size=2048), dataset=small_data, progress=False)
 
 
 def test_optimizer_options_build_and_clip():
@@ -154,24 +154,24 @@ def test_map_examples_is_independent_of_chunk_size():
     np.testing.assert_array_equal(a, b)
 
 
-def test_resume_refuses_fewer_epochs_and_schedule_changes(fashion_mnist, tmp_path):
+def test_resume_refuses_fewer_epochs_and_schedule_changes(small_data, tmp_path):
     cfg = small_cfg(tmp_path / "run", epochs=2)
-    fit(cfg, dataset=fashion_mnist, progress=False)
+    fit(cfg, dataset=small_data, progress=False)
     with pytest.raises(UserError, match="already trained 2 epochs"):
         fit(
             small_cfg(tmp_path / "run", epochs=1),
             resume=True,
-            dataset=fashion_mnist,
+            dataset=small_data,
             progress=False,
         )
     cos = small_cfg(tmp_path / "cos", epochs=1, optim=OptimConfig(schedule="cosine"))
-    fit(cos, dataset=fashion_mnist, progress=False)
+    fit(cos, dataset=small_data, progress=False)
     longer = small_cfg(tmp_path / "cos", epochs=2, optim=OptimConfig(schedule="cosine"))
     with pytest.raises(UserError, match="schedule spans"):
-        fit(longer, resume=True, dataset=fashion_mnist, progress=False)
+        fit(longer, resume=True, dataset=small_data, progress=False)
     # The same options, spelled with a trailing slash, are the same run.
     same = small_cfg(str(tmp_path / "run") + "/", epochs=2)
-    assert len(fit(same, resume=True, dataset=fashion_mnist, progress=False).history) == 2
+    assert len(fit(same, resume=True, dataset=small_data, progress=False).history) == 2
 
 
 @pytest.mark.parametrize(

@@ -409,12 +409,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_runs(run_dirs: list[str], args: argparse.Namespace):
     """Each run's test metrics (the runs must share a model and a data set)."""
-    import jax
-
     from aevae_jax.classifier import load_or_train_classifier
     from aevae_jax.config import config_differences
     from aevae_jax.data import load_dataset
-    from aevae_jax.evaluate import evaluate_model
+    from aevae_jax.evaluate import evaluate_model, evaluation_key
     from aevae_jax.runs import load_run
 
     first = load_run(run_dirs[0], args.checkpoint, need_data=False)
@@ -433,7 +431,7 @@ def _evaluate_runs(run_dirs: list[str], args: argparse.Namespace):
             run.params,
             run.dataset,
             run.cfg.data.binarize,
-            jax.random.fold_in(jax.random.key(run.cfg.seed), 1000),
+            evaluation_key(run.cfg.seed),
             iwae_k=args.iwae_k,
             classifier=classifier,
             progress=True,

@@ -36,7 +36,7 @@ from aevae_jax.classifier import load_or_train_classifier
 from aevae_jax.config import RunConfig
 from aevae_jax.data import load_dataset
 from aevae_jax.errors import require
-from aevae_jax.evaluate import evaluate_model
+from aevae_jax.evaluate import evaluate_model, evaluation_key
 from aevae_jax.models import make_model, model_info
 from aevae_jax.timing import interleaved_step_times, paired_ratio
 from aevae_jax.train import (
@@ -243,7 +243,7 @@ def _evaluate(result, cfg, run_cfg, iwae_k, classifier, seed, quiet):
         result.params,
         result.dataset,
         cfg.data.binarize,
-        jax.random.fold_in(jax.random.key(seed), 1000),
+        evaluation_key(seed),
         iwae_k=iwae_k,
         classifier=classifier,
         progress=not quiet,

@@ -101,6 +101,12 @@ def _padded(a, size: int):
     return jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
 
 
+def evaluation_key(seed: int) -> jax.Array:
+    """The key of a run's test evaluation (IWAE samples, FD samples, probes): one per
+    seed, so `aevae evaluate` and `aevae compare` draw the same numbers for a run."""
+    return jax.random.fold_in(jax.random.key(seed), 1000)
+
+
 def eval_mode(binarize: str) -> str:
     """Test inputs are binarized once, by the fixed static test draw, whenever training
     binarizes: every model, epoch and run then sees the very same test images."""

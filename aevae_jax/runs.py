@@ -28,6 +28,7 @@ from aevae_jax.train import (
     init_state,
     plan_stages,
     read_config,
+    seed_run_dirs,
 )
 
 
@@ -48,18 +49,8 @@ def expand_runs(paths) -> list[str]:
     seed_<s>/ runs and no config.json of its own) stands for its seeds' runs, by seed."""
     out = []
     for path in paths:
-        names = os.listdir(path) if os.path.isdir(path) else []
-        seeds = sorted(
-            int(n[5:])
-            for n in names
-            if n.startswith("seed_")
-            and n[5:].isdigit()
-            and os.path.isfile(os.path.join(path, n, CONFIG_FILE))
-        )
-        if seeds and not os.path.isfile(os.path.join(path, CONFIG_FILE)):
-            out += [os.path.join(path, f"seed_{s}") for s in seeds]
-        else:
-            out.append(path)
+        seeds = [] if os.path.isfile(os.path.join(path, CONFIG_FILE)) else seed_run_dirs(path)
+        out += seeds or [path]
     unique = list(dict.fromkeys(os.path.realpath(p) for p in out))
     require(
         len(unique) == len(out),

@@ -302,13 +302,12 @@ def write_config(out: str, cfg: RunConfig, dataset: Dataset, steps_per_epoch: in
 def read_config(run_dir: str) -> tuple[RunConfig, DataSpec, int]:
     """(run config, data description, steps per epoch) from `run_dir`/config.json."""
     path = os.path.join(run_dir, CONFIG_FILE)
-    seeds = sorted(n for n in os.listdir(run_dir) if n.startswith("seed_")) if os.path.isdir(
-        run_dir
-    ) else []  # fmt: skip
+    seeds = [] if os.path.isfile(path) else seed_run_dirs(run_dir)
     require(
-        os.path.isfile(path) or not seeds,
-        f"{run_dir!r} holds the runs of several seeds ({', '.join(seeds)}); pass one of "
-        "them, e.g. " + os.path.join(run_dir, seeds[0] if seeds else ""),
+        not seeds,
+        f"{run_dir!r} holds the runs of several seeds "
+        f"({', '.join(os.path.basename(d) for d in seeds)}); pass one of them, e.g. "
+        + (seeds[0] if seeds else ""),
     )
     require(
         os.path.isfile(path),
@@ -343,12 +342,30 @@ def main_stage_start(model: Model, cfg: RunConfig, steps_per_epoch: int, x, y):
     return plan, keys, TrainState(params, opt_states[plan.name], jnp.zeros((), jnp.int32))
 
 
+def seed_dir(out: str, seed: int) -> str:
+    """The run directory of seed `seed` among the seeds trained together into `out`."""
+    return os.path.join(out, f"seed_{seed}")
+
+
+def seed_run_dirs(out: str) -> list[str]:
+    """The seed_<s> run directories (with a config.json) under `out`, by seed."""
+    names = os.listdir(out) if os.path.isdir(out) else []
+    seeds = sorted(
+        int(n[5:])
+        for n in names
+        if n.startswith("seed_")
+        and n[5:].isdigit()
+        and os.path.isfile(os.path.join(out, n, CONFIG_FILE))
+    )
+    return [seed_dir(out, s) for s in seeds]
+
+
 def seed_configs(cfg: RunConfig, seeds) -> list[RunConfig]:
     """One config per seed, each with its own run directory `cfg.out`/seed_<s>."""
     seeds = tuple(seeds)
     require(len(seeds) > 0, "--seeds needs at least one seed, e.g. --seeds 0,1,2")
     require(len(set(seeds)) == len(seeds), f"--seeds lists a seed twice: {seeds}")
-    return [dataclasses.replace(cfg, seed=s, out=os.path.join(cfg.out, f"seed_{s}")) for s in seeds]
+    return [dataclasses.replace(cfg, seed=s, out=seed_dir(cfg.out, s)) for s in seeds]
 
 
 def fit(
@@ -459,25 +476,13 @@ def fit_runs(
     start_epoch = _resume_epoch(checkpoints, resume)
     runs, states = [], []
     for (c, saved), ckpt in zip(opened, checkpoints, strict=True):
-        keys = make_streams(c.seed)
-        params, opt_states = init_state(model, plans, keys["init"], x_train, y_train)
-        step = jnp.zeros((), jnp.int32)
-        if start_epoch > 0:
-            restored = ckpt.restore(
-                checkpoint_tree(params, opt_states, step, 0, c.seed), epoch=start_epoch
-            )
-            _check_seed(restored, c.seed)
-            params, opt_states, step = restored["params"], restored["opt_state"], restored["step"]
-        if saved is not None:
-            _check_epoch_change(saved.epochs, c, start_epoch, len(plans))
+        run, state = _start_run(c, saved, ckpt, start_epoch, model, plans, x_train, y_train)
         if is_primary() and (saved is None or c.epochs != saved.epochs):
             write_config(c.out, c, dataset, steps_per_epoch)
-        metrics_path = os.path.join(c.out, METRICS_FILE)
-        history = _read_history(metrics_path, start_epoch)
         if is_primary():
-            _write_history(metrics_path, history)
-        runs.append(_Run(c, keys, ckpt, history, metrics_path))
-        states.append((params, opt_states, step))
+            _write_history(run.metrics_path, run.history)
+        runs.append(run)
+        states.append(state)
 
     together = len(runs) > 1
     if together:
@@ -515,17 +520,17 @@ def fit_runs(
         epoch_seconds = time.perf_counter() - t0
         params, step = state.params, state.step
         opt_states = {**opt_states, plan.name: state.opt_state}
+        stage_end = epoch + 1 == plan.first_epoch + plan.epochs
+        periodic = (epoch + 1) % cfg.checkpoint_every == 0 or stage_end
         for i, run in enumerate(runs):
             view = functools.partial(tree_at, i=i) if together else (lambda t: t)
             run_params, run_step = view(params), view(step)
             test = test_fn(run_params, x_test, y_test, run.keys["eval"], run_step)
-            terms = view(train_metrics)
             row = {
                 "epoch": epoch + 1,
                 "stage": plan.name,
                 "step": int(run_step),
-                "train_objective": float(terms.pop("objective")),
-                "train_terms": {k: float(v) for k, v in terms.items()},
+                **_train_terms(view(train_metrics)),
                 **test,
                 "selection": select,
                 "epoch_seconds": epoch_seconds / len(runs),
@@ -538,13 +543,10 @@ def fit_runs(
             run.history.append(row)
             if is_primary():
                 _write_history(run.metrics_path, run.history)
-            stage_end = epoch + 1 == plan.first_epoch + plan.epochs
-            periodic = (epoch + 1) % cfg.checkpoint_every == 0 or stage_end
-            in_last_stage = plan is plans[-1]
             run.checkpoints.save(
                 epoch + 1,
                 checkpoint_tree(run_params, view(opt_states), run_step, epoch + 1, run.cfg.seed),
-                test[select] if in_last_stage else float("nan"),
+                test[select] if plan is plans[-1] else float("nan"),  # best: last stage only
                 periodic,
             )
         bar.set_postfix(
@@ -560,6 +562,31 @@ def fit_runs(
             FitResult(model, run_params, run.history, run.cfg.out, dataset, run.cfg.seed)
         )
     return results
+
+
+def _start_run(cfg, saved, checkpoints, start_epoch, model, plans, x, y):
+    """(run, (params, opt_states, step)): one seed's key streams, its initial or restored
+    state at `start_epoch`, and its log up to that epoch."""
+    keys = make_streams(cfg.seed)
+    params, opt_states = init_state(model, plans, keys["init"], x, y)
+    step = jnp.zeros((), jnp.int32)
+    if start_epoch > 0:
+        restored = checkpoints.restore(
+            checkpoint_tree(params, opt_states, step, 0, cfg.seed), epoch=start_epoch
+        )
+        _check_seed(restored, cfg.seed)
+        params, opt_states, step = restored["params"], restored["opt_state"], restored["step"]
+    if saved is not None:
+        _check_epoch_change(saved.epochs, cfg, start_epoch, len(plans))
+    metrics_path = os.path.join(cfg.out, METRICS_FILE)
+    history = _read_history(metrics_path, start_epoch)
+    return _Run(cfg, keys, checkpoints, history, metrics_path), (params, opt_states, step)
+
+
+def _train_terms(metrics: dict) -> dict:
+    """An epoch's mean training metrics as log fields: the objective and the rest."""
+    terms = {k: float(v) for k, v in metrics.items()}
+    return {"train_objective": terms.pop("objective"), "train_terms": terms}
 
 
 def _check_seed(restored: dict, seed: int) -> None:

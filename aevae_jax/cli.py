@@ -13,8 +13,10 @@ A user mistake ends with one line on stderr, naming the remedy, and exit status 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import warnings
 
 from aevae_jax.config import (
     BACKBONES,
@@ -36,6 +38,7 @@ COMPARE_EPOCHS = 30
 # The zoo's budget: every registered model on Fashion-MNIST in well under half an hour
 # on a 2-core CPU (README.md states the measured time).
 ZOO_EPOCHS, ZOO_IWAE_K = 10, 100
+MAX_SAMPLES = 4096  # aevae sample: a 64 x 64 grid
 DEFAULT_MODEL = "vae"  # aevae train
 DEFAULT_MODELS = "ae,vae"  # aevae compare, and the article's pair
 OPTION_PREFIX = "model_option__"
@@ -153,6 +156,20 @@ def add_train_options(
         default=r.checkpoint_every,
         help="save a periodic checkpoint every N epochs (default: %(default)s)",
     )
+    g.add_argument(
+        "--nonfinite-patience",
+        type=int,
+        default=r.nonfinite_patience,
+        help="steps whose loss, gradient or update is not finite are skipped; this many in "
+        "a row stop the run with an error (default: %(default)s)",
+    )
+    g.add_argument(
+        "--stop-on-nonfinite",
+        dest="nonfinite_patience",
+        action="store_const",
+        const=1,
+        help="stop at the first non-finite step (--nonfinite-patience 1)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("devices and hosts")
     g.add_argument(
@@ -269,6 +286,7 @@ def run_config_from_args(args: argparse.Namespace, model: str, options: dict) ->
         seed=RunConfig.seed if args.seed is None else args.seed,
         out=args.out,
         checkpoint_every=args.checkpoint_every,
+        nonfinite_patience=args.nonfinite_patience,
         imports=tuple(args.imports),
     )
 
@@ -289,9 +307,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         select = last["selection"]
         print(
             f"{cfg.model.name} on {cfg.data.dataset}, seed {result.seed}: epoch "
-            f"{last['epoch']} ({last['stage']}), train objective {last['train_objective']:.3f}, "
-            f"test objective {last['test_objective']:.3f}, {select} {last[select]:.3f} "
-            f"nats/image, {last['step_ms']:.2f} ms/step -> {os.path.abspath(result.run_dir)}"
+            f"{last['epoch']} ({last['stage']}), train objective "
+            f"{_num(last['train_objective'])}, test objective {_num(last['test_objective'])}, "
+            f"{select} {_num(last[select])} nats/image, {last['step_ms']:.2f} ms/step -> "
+            f"{os.path.abspath(result.run_dir)}"
         )
     if len(results) > 1:
         summary = summarize_seeds([r.history[-1] for r in results])
@@ -304,7 +323,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _num(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
 
 def single_host(args: argparse.Namespace, command: str) -> None:
@@ -456,9 +475,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from aevae_jax.runs import load_run
     from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
 
-    require(args.n > 0, f"--n must be a positive integer, got {args.n}")
-    require(args.seed >= 0, f"--seed must be a non-negative integer, got {args.seed}")
+    require(
+        0 < args.n <= MAX_SAMPLES,
+        f"--n must be an integer in [1, {MAX_SAMPLES}] (one PNG grid); got {args.n}. For more "
+        "images, call aevae_jax.samplers.prior_images from Python in chunks",
+    )
+    require(0 <= args.seed < 2**32, f"--seed must be an integer in [0, 2**32), got {args.seed}")
     require(args.out.endswith(".png"), f"--out must name a .png file, got {args.out!r}")
+    require(not os.path.isdir(args.out), f"--out {args.out!r} is a directory; name a .png file")
     parent = os.path.dirname(os.path.abspath(args.out))
     require(
         os.path.isdir(parent) and os.access(parent, os.W_OK),
@@ -495,9 +519,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
             "has discrete ones (use --sampler prior)",
         )
         images = decode_samples(model, run.params, expost_gaussian(codes.features), key, n, y)
+    images = np.asarray(images)
+    require(
+        np.isfinite(images).all(),
+        f"the samples of {args.run!r} are not finite: its parameters have diverged (see its "
+        "metrics.jsonl); train it again with a lower --lr or with --grad-clip",
+    )
     image_grid(
         args.out,
-        np.asarray(images),
+        images,
         f"{model.name}: {n} samples ({args.sampler}), seed {args.seed}",
         labels=labels,
         cols=cols,
@@ -597,8 +627,11 @@ def models_epilog() -> str:
     return "registered models (`aevae models` lists their options):\n" + "\n".join(lines)
 
 
-def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser; `selected` names the models whose own option flags it accepts."""
+def build_parser(
+    selected: list[str] | None = None, train_defaults: dict | None = None
+) -> argparse.ArgumentParser:
+    """The parser; `selected` names the models whose own option flags it accepts, and
+    `train_defaults` replaces `aevae train`'s defaults (a resumed run's options)."""
     selected = selected or []
     parser = argparse.ArgumentParser(
         prog="aevae",
@@ -635,6 +668,7 @@ def build_parser(selected: list[str] | None = None) -> argparse.ArgumentParser:
     )
     add_train_options(p, out_default="runs/train")
     add_model_options(p, selected)
+    p.set_defaults(**(train_defaults or {}))
 
     p = command(
         "compare",
@@ -738,10 +772,13 @@ def _preparse(argv: list[str]) -> argparse.Namespace:
     which models exist and which option flags the parser accepts)."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--import", dest="imports", action="append", default=[])
-    pre.add_argument("--model", default=DEFAULT_MODEL)
+    pre.add_argument("--model", dest="model_given", default=None)
     pre.add_argument("--models", default=None)
+    pre.add_argument("--resume", action="store_true")
+    pre.add_argument("--out", default=None)
     pre.add_argument("command", nargs="?")
     known, _ = pre.parse_known_args(argv)
+    known.model = known.model_given or DEFAULT_MODEL
     return known
 
 
@@ -782,30 +819,81 @@ def start_processes(args: argparse.Namespace) -> None:
     initialize_distributed(args.coordinator, n, i)
 
 
+def resume_defaults(known: argparse.Namespace) -> dict | None:
+    """For `aevae train --resume --out DIR`: the options of the run saved in DIR (or of
+    the seeds' runs under it) as the parser's defaults, so that no other option is
+    needed; None when there is no such run."""
+    from aevae_jax.rundir import has_run, read_config, seed_run_dirs
+
+    if known.command != "train" or not known.resume or known.out is None:
+        return None
+    seeds = [] if has_run(known.out) else seed_run_dirs(known.out)
+    if not seeds and not has_run(known.out):
+        return None
+    cfg = read_config(seeds[0] if seeds else known.out)[0]
+    d, m, o = cfg.data, cfg.model, cfg.optim
+    defaults = dict(
+        model=m.name, dataset=d.dataset, binarize=d.binarize, train_size=d.train_size,
+        data_dir=d.data_dir, backbone=m.backbone, hidden=[str(h) for h in m.hidden],
+        latent_dim=m.latent_dim, activation=m.activation, init=m.init, dtype=m.dtype,
+        likelihood=m.likelihood, optimizer=o.optimizer, lr=o.lr, schedule=o.schedule,
+        warmup_steps=o.warmup_steps, weight_decay=o.weight_decay, grad_clip=o.grad_clip,
+        epochs=cfg.epochs, batch_size=cfg.batch_size, checkpoint_every=cfg.checkpoint_every,
+        nonfinite_patience=cfg.nonfinite_patience, seed=None if seeds else cfg.seed,
+        seeds=",".join(os.path.basename(s).removeprefix("seed_") for s in seeds) or None,
+        saved_imports=list(cfg.imports),
+        **{OPTION_PREFIX + k: v for k, v in m.options.items()},
+    )  # fmt: skip
+    return defaults
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"aevae: warning: {message}", file=sys.stderr)
+
+
+def _interrupted(args: argparse.Namespace, e: KeyboardInterrupt) -> int:
+    from aevae_jax.train import TrainingInterrupted, resume_hint
+
+    if isinstance(e, TrainingInterrupted):
+        text = str(e)
+    elif getattr(args, "func", None) is cmd_train:
+        text = "interrupted; " + resume_hint(args.out)
+    else:
+        text = "interrupted"
+    print(f"aevae: {text}", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     from aevae_jax.models import import_models
 
     raw = sys.argv[1:] if argv is None else list(argv)
-    try:
-        known = _preparse(raw)
-        for module in known.imports:
-            import_models(module)
-        parser = build_parser(selected_models(known))
-    except UserError as e:
-        print(f"aevae: error: {e}", file=sys.stderr)
-        return 2
-    args = parser.parse_args(raw)
-    args.imports = known.imports
-    args.argv = None if argv is None else "aevae " + " ".join(argv)
-    try:
-        start_processes(args)
-        return args.func(args)
-    except UserError as e:
-        print(f"aevae: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("aevae: interrupted; resume with the same command and --resume", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            known = _preparse(raw)
+            defaults = resume_defaults(known)
+            if defaults is not None:
+                known.imports = [*defaults.pop("saved_imports"), *known.imports]
+                if known.model_given is None:
+                    known.model = defaults["model"]
+            for module in known.imports:
+                import_models(module)
+            parser = build_parser(selected_models(known), train_defaults=defaults)
+        except UserError as e:
+            print(f"aevae: error: {e}", file=sys.stderr)
+            return 2
+        args = parser.parse_args(raw)
+        args.imports = known.imports
+        args.argv = None if argv is None else "aevae " + " ".join(argv)
+        try:
+            start_processes(args)
+            return args.func(args)
+        except UserError as e:
+            print(f"aevae: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:
+            return _interrupted(args, e)
 
 
 if __name__ == "__main__":

@@ -34,19 +34,13 @@ from aevae_jax import figures, report
 from aevae_jax import metrics as M
 from aevae_jax.classifier import load_or_train_classifier
 from aevae_jax.config import RunConfig
-from aevae_jax.data import load_dataset
+from aevae_jax.data import describe_arrays, describe_dataset, load_dataset, validate_dataset
 from aevae_jax.errors import require
 from aevae_jax.evaluate import evaluate_model, evaluation_key
-from aevae_jax.models import make_model, model_info
+from aevae_jax.models import model_info
+from aevae_jax.rundir import ensure_writable_dir, has_run
 from aevae_jax.timing import interleaved_step_times, paired_ratio
-from aevae_jax.train import (
-    CONFIG_FILE,
-    ensure_writable_dir,
-    fit,
-    fit_seeds,
-    prepare_config,
-    seed_configs,
-)
+from aevae_jax.train import check_against_data, fit, fit_seeds, prepare_config, seed_configs
 
 DEFAULT_MODELS = ("ae", "vae")
 # Per-image values behind split means (evaluate.Evaluation.per_image), for paired tests.
@@ -128,16 +122,20 @@ def run_compare(
         name: [c.out] if seeds is None else [s.out for s in seed_configs(c, seeds)]
         for name, c in configs.items()
     }
-    has_run = lambda d: os.path.exists(os.path.join(d, CONFIG_FILE))
     taken = [d for dirs in run_dirs.values() for d in dirs if has_run(d)]
     require(
         resume or not taken,
         f"{cfg.out!r} already holds a comparison; pass --resume to reuse its runs "
         "(finished ones are not retrained), or choose another --out",
     )
+    # Every model must fit the data before any trains, and before the data loads.
+    if dataset is None:
+        shape = describe_dataset(cfg.data.dataset, cfg.data.data_dir)
+    else:
+        shape = describe_arrays(validate_dataset(dataset))
+    for c in configs.values():
+        check_against_data(c, shape)
     full = load_dataset(cfg.data.dataset, cfg.data.data_dir) if dataset is None else dataset
-    for c in configs.values():  # every model must fit the data before any trains
-        make_model(c.model, full.spec)
 
     fits = {}
     for name, c in configs.items():

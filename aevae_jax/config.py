@@ -9,6 +9,7 @@ remembers how it was made.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from aevae_jax.errors import UserError, require
@@ -124,7 +125,10 @@ class OptimConfig:
     def __post_init__(self):
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
-        require(self.lr > 0, f"lr must be positive, got {self.lr!r}")
+        require(
+            math.isfinite(self.lr) and self.lr > 0,
+            f"lr must be a positive finite number, got {self.lr!r}",
+        )
         require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         require(
             self.grad_clip is None or self.grad_clip > 0,
@@ -154,6 +158,9 @@ class RunConfig:
     seed: int = 0
     out: str = "runs/train"
     checkpoint_every: int = 1
+    # Consecutive non-finite steps (loss, gradient or update) that are skipped before the
+    # run stops with an error; 1 stops at the first.
+    nonfinite_patience: int = 20
     # Modules (or .py files) that register models from outside the package; a run
     # remembers them so that `evaluate`, `sample` and `--resume` find its model again.
     imports: tuple[str, ...] = ()
@@ -168,6 +175,7 @@ class RunConfig:
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("checkpoint_every", self.checkpoint_every)
+        _positive_int("nonfinite_patience", self.nonfinite_patience)
         require(
             isinstance(self.seed, int) and 0 <= self.seed < 2**32,
             f"seed must be an integer in [0, 2**32), got {self.seed!r}",

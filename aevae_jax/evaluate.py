@@ -25,6 +25,7 @@ import numpy as np
 from aevae_jax import metrics as M
 from aevae_jax.corruption import corrupt, patch_grid, patch_mask, pixel_mask
 from aevae_jax.data import preprocess
+from aevae_jax.errors import require
 from aevae_jax.likelihoods import (
     bernoulli_log_prob,
     bits_per_dim,
@@ -338,6 +339,7 @@ def evaluate_model(
         per_image[k] = np.asarray(v)
 
     enc_test = encode_split(model, params, x_test, y_test, chunk)
+    _require_finite(out["test_mse"], enc_test.features)
     if enc_test.log_var is not None:
         gauss, gauss_per_image = _gaussian_code_metrics(
             model, params, enc_test, x_test, y_test, keys["distortion"], chunk
@@ -410,6 +412,16 @@ def evaluate_model(
             out["expost_sample_fd"] = M.frechet_distance(expost_features, reference)
             out["expost_sample_fd_se"] = _fd_se(expost_features, reference)
     return Evaluation(out, per_image)
+
+
+def _require_finite(*values) -> None:
+    """UserError (before minutes of evaluation) when a model's outputs are not finite."""
+    require(
+        all(np.isfinite(np.asarray(v)).all() for v in values),
+        "the model's reconstructions or codes of the test split are not finite: its "
+        "parameters have diverged (its metrics.jsonl shows from when); train it again with "
+        "a lower --lr or with --grad-clip",
+    )
 
 
 def iwae_bound(model: Model, k: int) -> Callable:

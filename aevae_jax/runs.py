@@ -9,7 +9,6 @@ from the prior loads none.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -19,17 +18,10 @@ import jax.numpy as jnp
 from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import RunConfig
 from aevae_jax.data import Dataset, DataSpec, load_dataset
-from aevae_jax.errors import UserError, require
+from aevae_jax.errors import require
 from aevae_jax.models import Model, import_models, make_model
-from aevae_jax.train import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    checkpoint_tree,
-    init_state,
-    plan_stages,
-    read_config,
-    seed_run_dirs,
-)
+from aevae_jax.rundir import CONFIG_FILE, METRICS_FILE, read_config, read_log, seed_run_dirs
+from aevae_jax.train import checkpoint_tree, init_state, plan_stages
 
 
 @dataclasses.dataclass
@@ -60,11 +52,7 @@ def expand_runs(paths) -> list[str]:
 
 
 def read_history(run_dir: str) -> list[dict]:
-    path = os.path.join(run_dir, METRICS_FILE)
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_log(os.path.join(run_dir, METRICS_FILE))
 
 
 def load_run(
@@ -90,11 +78,11 @@ def load_run(
     template = checkpoint_tree(params, opt_states, jax.ShapeDtypeStruct((), jnp.int32), 0, cfg.seed)
     checkpoints = RunCheckpoints(run_dir)
     try:
-        if which == "best" and checkpoints.best.best_step() is None:
-            which = "latest"
-        if checkpoints.latest_epoch() is None and which == "latest":
-            raise UserError(f"{run_dir!r} has no checkpoint yet; train it first")
-        restored = checkpoints.restore(template, which)
+        require(
+            checkpoints.latest_epoch() is not None or checkpoints.best.best_step() is not None,
+            f"{run_dir!r} has no checkpoint yet; train it first",
+        )
+        restored, which, _ = checkpoints.restore(template, which)
     finally:
         checkpoints.close()
     return LoadedRun(

@@ -19,11 +19,15 @@ among the epochs of the last stage.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import json
 import os
+import signal
+import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -35,24 +39,64 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import RunConfig
-from aevae_jax.data import Dataset, DataSpec, load_dataset, preprocess
+from aevae_jax.data import (
+    Dataset,
+    DataShape,
+    DataSpec,
+    describe_arrays,
+    describe_dataset,
+    load_dataset,
+    preprocess,
+    validate_dataset,
+)
 from aevae_jax.errors import UserError, require
 from aevae_jax.evaluate import make_epoch_test, selection_metric
 from aevae_jax.models import Batch, Model, import_models, make_model, resolve
 from aevae_jax.optim import make_optimizer
 from aevae_jax.parallel import barrier, is_primary, make_placement
 from aevae_jax.progress import progress_bar
+from aevae_jax.rundir import (
+    METRICS_FILE,
+    check_resumable,
+    has_run,
+    new_dirs,
+    prepare_out_dir,
+    read_config,
+    read_log,
+    remove_unused,
+    seed_dir,
+    seed_run_dirs,
+    write_config,
+    write_log,
+)
 
 STREAMS = ("init", "data", "binarize", "model", "eval")
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
 MAIN_STAGE = "main"
+
+
+# What went non-finite in a step, in the order it is checked (0: nothing).
+NONFINITE_WHAT = ("", "loss", "gradient", "parameter update")
+
+
+class Guard(NamedTuple):
+    """The current streak of consecutive non-finite steps (int32 scalars): its length, its
+    first step, and what went non-finite there (an index into NONFINITE_WHAT)."""
+
+    streak: jax.Array
+    first_step: jax.Array
+    what: jax.Array
+
+
+def clear_guard() -> Guard:
+    """No streak (three distinct buffers: the epoch donates its state)."""
+    return Guard(*(jnp.zeros((), jnp.int32) for _ in Guard._fields))
 
 
 class TrainState(NamedTuple):
     params: Any
     opt_state: Any  # the current stage's optimiser state
-    step: jax.Array  # int32 scalar: updates done so far, over all stages
+    step: jax.Array  # int32 scalar: steps taken so far (skipped ones too), over all stages
+    guard: Guard | None = None  # None: no non-finite streak (the epoch starts one)
 
 
 class StagePlan(NamedTuple):
@@ -109,31 +153,76 @@ def make_update(loss: Callable, tx: optax.GradientTransformation) -> Callable:
     """update(params, opt_state, batch, key, step) -> (params, opt_state, loss, metrics):
     one gradient step of `loss`. Parameter groups with their own rules (several
     optimisers, frozen or EMA parameters) live in `tx` (see optim.param_groups)."""
+    gradient_step = _make_gradient_step(loss, tx)
 
     def update(params, opt_state, batch, key, step):
-        (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, key, step)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value, metrics
+        params, opt_state, value, metrics, _ = gradient_step(params, opt_state, batch, key, step)
+        return params, opt_state, value, metrics
 
     return update
 
 
-def make_train_step(loss: Callable, tx: optax.GradientTransformation, binarize: str) -> Callable:
+def _make_gradient_step(loss: Callable, tx: optax.GradientTransformation) -> Callable:
+    """make_update's step, which also says what (if anything) went non-finite: an index
+    into NONFINITE_WHAT, checked in that order (loss, gradient, updated parameters)."""
+
+    def gradient_step(params, opt_state, batch, key, step):
+        (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, key, step)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        finite = [jnp.isfinite(value), all_finite(grads), all_finite(new_params)]
+        what = jnp.select([~f for f in finite], [1, 2, 3], 0).astype(jnp.int32)
+        return new_params, opt_state, value, metrics, what
+
+    return gradient_step
+
+
+def all_finite(tree) -> jax.Array:
+    """True when every float in `tree` is finite (a boolean scalar)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves] or [jnp.array(True)]))
+
+
+def make_train_step(
+    loss: Callable,
+    tx: optax.GradientTransformation,
+    binarize: str,
+    nonfinite_patience: int | None = None,
+) -> Callable:
     """step(state, keys, x_train, y_train, idx) -> (state, metrics): one update on the
     examples `idx` [B] of the uint8 split, gathered, scaled and binarized on the device
     with the step's keys (`fold_in(stream, state.step)`). Pure and un-jitted: the epoch
-    scans it, and `jax.jit(step, donate_argnums=0)` runs it one call per step."""
-    update = make_update(loss, tx)
+    scans it, and `jax.jit(step, donate_argnums=0)` runs it one call per step.
+
+    A step whose loss, gradient or updated parameters are not finite is skipped: the
+    parameters and optimiser state stay as they were, `metrics["applied"]` is False and
+    `state.guard` counts the streak. Once a streak reaches `nonfinite_patience` steps
+    (None: never), the state is frozen: no later step of the epoch changes it, and the
+    caller stops the run (`check_guard`)."""
+    gradient_step = _make_gradient_step(loss, tx)
 
     def step_fn(state: TrainState, keys, x_train, y_train, idx):
+        guard = clear_guard() if state.guard is None else state.guard
         k_bin = jax.random.fold_in(keys["binarize"], state.step)
         k_model = jax.random.fold_in(keys["model"], state.step)
         x = preprocess(jnp.take(x_train, idx, axis=0), binarize, k_bin, idx, split=0)
         y = None if y_train is None else jnp.take(y_train, idx, axis=0)
-        params, opt_state, value, metrics = update(
+        params, opt_state, value, metrics, what = gradient_step(
             state.params, state.opt_state, Batch(x, y), k_model, state.step
         )
-        return TrainState(params, opt_state, state.step + 1), {"objective": value, **metrics}
+        frozen = guard.streak >= (nonfinite_patience or jnp.iinfo(jnp.int32).max)
+        applied = (what == 0) & ~frozen
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(applied, a, b), new, old)
+        starts = (guard.streak == 0) & ~frozen
+        guard = Guard(
+            jnp.where(frozen, guard.streak, jnp.where(what == 0, 0, guard.streak + 1)),
+            jnp.where(starts, state.step, guard.first_step),
+            jnp.where(starts, what, guard.what),
+        )
+        state = TrainState(
+            keep(params, state.params), keep(opt_state, state.opt_state), state.step + 1, guard
+        )
+        return state, {"objective": value, **metrics, "applied": applied}
 
     return step_fn
 
@@ -145,26 +234,35 @@ def make_epoch_fn(
     batch_size: int,
     n_train: int,
     batch_sharding=None,
+    nonfinite_patience: int | None = None,
 ) -> Callable:
-    """The pure, un-jitted epoch: (state, keys, x_train, y_train, epoch) -> (state, mean
+    """The pure, un-jitted epoch: (state, keys, x_train, y_train, epoch) -> (state,
     metrics). One `lax.scan` of `make_train_step` over floor(n_train / batch_size) steps
     of a fresh permutation (the remainder of each permutation is left out of that
     epoch). Images stay uint8 on the device; batches are gathered, scaled and binarized
     inside the scan. `jit`, `vmap` over seeds and sharding wrap it from outside
     (`make_train_epoch`); `batch_sharding` (a sharding of the [steps, batch] index
     array) splits every batch over a mesh's devices.
+
+    The metrics are means over the steps that were applied, and `skipped_steps` counts
+    the others (non-finite, see make_train_step); an epoch with none applied has NaN means.
     """
     steps = n_train // batch_size
-    step_fn = make_train_step(loss, tx, binarize)
+    step_fn = make_train_step(loss, tx, binarize, nonfinite_patience)
 
     def epoch_fn(state: TrainState, keys, x_train, y_train, epoch):
+        if state.guard is None:
+            state = state._replace(guard=clear_guard())
         order = jax.random.permutation(jax.random.fold_in(keys["data"], epoch), n_train)
         order = order[: steps * batch_size].reshape(steps, batch_size)
         if batch_sharding is not None:
             order = jax.lax.with_sharding_constraint(order, batch_sharding)
         scan_step = lambda state, idx: step_fn(state, keys, x_train, y_train, idx)
         state, per_step = jax.lax.scan(scan_step, state, order)
-        return state, jax.tree.map(jnp.mean, per_step)
+        applied = per_step.pop("applied")
+        n = jnp.sum(applied)
+        mean = lambda v: jnp.sum(jnp.where(applied, v, 0.0)) / n
+        return state, {**jax.tree.map(mean, per_step), "skipped_steps": steps - n}
 
     return epoch_fn
 
@@ -177,11 +275,14 @@ def make_train_epoch(
     n_train: int,
     seeds: bool = False,
     batch_sharding=None,
+    nonfinite_patience: int | None = None,
 ) -> Callable:
     """`make_epoch_fn` jitted with the state's buffers donated. With `seeds`, the state,
     keys and returned metrics carry a leading seed axis (`jax.vmap` over stacked runs
     that share the data); `batch_sharding` splits each batch over a device mesh."""
-    epoch_fn = make_epoch_fn(loss, tx, binarize, batch_size, n_train, batch_sharding)
+    epoch_fn = make_epoch_fn(
+        loss, tx, binarize, batch_size, n_train, batch_sharding, nonfinite_patience
+    )
     if seeds:
         epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, None, None, None))
     if batch_sharding is None:
@@ -202,50 +303,50 @@ class FitResult:
     seed: int = 0
 
 
-def ensure_writable_dir(out: str) -> None:
-    """Create `out` if needed and check that files can be written there."""
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, f".write_test{jax.process_index()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(
-            f"cannot write to the output directory {out!r} ({e.strerror}); choose a writable --out"
-        ) from None
+class NonFiniteError(UserError):
+    """Training stopped: a streak of non-finite steps reached cfg.nonfinite_patience."""
 
 
-def prepare_out_dir(out: str, resume: bool) -> None:
-    """Create `out` and check it is writable; refuse to overwrite a run unless resuming."""
-    ensure_writable_dir(out)
-    has_run = os.path.exists(os.path.join(out, CONFIG_FILE))
-    if has_run and not resume:
-        raise UserError(
-            f"{out!r} already holds a run; pass --resume to continue it, or choose another --out"
-        )
-    if resume and not has_run:
-        raise UserError(f"--resume: {out!r} holds no run to resume (no {CONFIG_FILE})")
+class NonFiniteWarning(UserWarning):
+    """Some steps of an epoch were non-finite and skipped."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a checkpoint; the message says how to resume."""
 
 
 def prepare_config(cfg: RunConfig) -> RunConfig:
-    """`cfg` with its user modules imported (recorded by how to find them again) and its
-    model resolved: name checked, likelihood and options completed. Needs no data."""
+    """`cfg` with its user modules imported (recorded by how to find them again), its data
+    files as absolute paths, and its model resolved: name checked, likelihood and options
+    completed. Needs no data."""
     imports = tuple(import_models(m) for m in cfg.imports)
-    return dataclasses.replace(cfg, imports=imports, model=resolve(cfg.model))
+    data = cfg.data
+    if data.dataset.endswith(".npz"):
+        data = dataclasses.replace(data, dataset=os.path.abspath(data.dataset))
+    if data.data_dir is not None:
+        data = dataclasses.replace(data, data_dir=os.path.abspath(data.data_dir))
+    return dataclasses.replace(cfg, imports=imports, data=data, model=resolve(cfg.model))
 
 
-def _check_resumable(cfg: RunConfig, saved: RunConfig) -> None:
-    """Check that `cfg` may resume the run `saved` in cfg.out."""
-    # Only the epoch budget may change on resume (and only under a constant learning
-    # rate, since schedules span the whole run); anything else makes a different run.
-    same_out = os.path.normpath(saved.out) == os.path.normpath(cfg.out)
-    if dataclasses.replace(saved, epochs=cfg.epochs, out=cfg.out) != cfg or not same_out:
-        raise UserError(
-            f"--resume: the options differ from the run saved in {cfg.out!r} "
-            f"(saved: {saved.to_dict()}); resume with the same options (only --epochs may "
-            "change), or start a new run with another --out"
+def check_against_data(cfg: RunConfig, shape: DataShape) -> DataSpec:
+    """Everything in `cfg` that depends on the data, checked against its shape alone (no
+    arrays): the training subset, the batch size, the model's needs (labels, image size
+    of the conv backbone). Returns the data's description."""
+    make_model(cfg.model, shape.spec)  # labels, image-size rules, options
+    n_train = shape.n_train
+    if cfg.data.train_size is not None:
+        require(
+            cfg.data.train_size <= n_train,
+            f"train_size {cfg.data.train_size} is larger than the training split of "
+            f"{cfg.data.dataset} ({n_train} examples); use --train-size {n_train} or less",
         )
+        n_train = cfg.data.train_size
+    require(
+        cfg.batch_size <= n_train,
+        f"batch_size {cfg.batch_size} exceeds the {n_train} training examples; "
+        "lower --batch-size or raise --train-size",
+    )
+    return shape.spec
 
 
 def _check_epoch_change(saved_epochs: int, cfg: RunConfig, done: int, stages: int) -> None:
@@ -270,67 +371,15 @@ def _check_epoch_change(saved_epochs: int, cfg: RunConfig, done: int, stages: in
     )
 
 
-def _read_history(path: str, up_to_epoch: int) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if r["epoch"] <= up_to_epoch]
-
-
-def _write_history(path: str, rows: list[dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(tmp, path)
-
-
-def write_config(out: str, cfg: RunConfig, dataset: Dataset, steps_per_epoch: int) -> None:
-    """config.json: the run's configuration and a description of its data, enough to
-    rebuild the model and its optimisers without loading the data set."""
-    saved = {
-        "run": cfg.to_dict(),
-        "data_spec": dataset.spec.to_dict(),
-        "steps_per_epoch": steps_per_epoch,
-    }
-    tmp = os.path.join(out, CONFIG_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(saved, f, indent=2)
-    os.replace(tmp, os.path.join(out, CONFIG_FILE))
-
-
-def read_config(run_dir: str) -> tuple[RunConfig, DataSpec, int]:
-    """(run config, data description, steps per epoch) from `run_dir`/config.json."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    seeds = [] if os.path.isfile(path) else seed_run_dirs(run_dir)
-    require(
-        not seeds,
-        f"{run_dir!r} holds the runs of several seeds "
-        f"({', '.join(os.path.basename(d) for d in seeds)}); pass one of them, e.g. "
-        + (seeds[0] if seeds else ""),
-    )
-    require(
-        os.path.isfile(path),
-        f"{run_dir!r} is not a run directory (no {CONFIG_FILE}); pass the --out of an "
-        "`aevae train` run",
-    )
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-        spec = saved["data_spec"]
-        return RunConfig.from_dict(saved["run"]), DataSpec(**spec), int(saved["steps_per_epoch"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserError(
-            f"{path} is damaged or from an older version of aevae_jax ({type(e).__name__}: "
-            f"{e}); retrain the run"
-        ) from None
-
-
 def init_state(model: Model, plans: list[StagePlan], key, x, y):
-    """Initial parameters and one optimiser state per stage: {stage: opt_state}."""
-    batch = Batch(x[:1].astype(jnp.float32), None if y is None else y[:1])
-    params = model.init(key, batch)
-    return params, {p.name: p.tx.init(params) for p in plans}
+    """Initial parameters and one optimiser state per stage: {stage: opt_state}. One
+    compiled program (run eagerly, the initialisers compile dozens of small ones)."""
+
+    def init(key, x, y):
+        params = model.init(key, Batch(x.astype(jnp.float32), y))
+        return params, {p.name: p.tx.init(params) for p in plans}
+
+    return jax.jit(init)(key, x[:1], None if y is None else y[:1])
 
 
 def main_stage_start(model: Model, cfg: RunConfig, steps_per_epoch: int, x, y):
@@ -339,25 +388,8 @@ def main_stage_start(model: Model, cfg: RunConfig, steps_per_epoch: int, x, y):
     plan = plan_stages(model, cfg, steps_per_epoch)[0]
     keys = make_streams(cfg.seed)
     params, opt_states = init_state(model, [plan], keys["init"], x, y)
-    return plan, keys, TrainState(params, opt_states[plan.name], jnp.zeros((), jnp.int32))
-
-
-def seed_dir(out: str, seed: int) -> str:
-    """The run directory of seed `seed` among the seeds trained together into `out`."""
-    return os.path.join(out, f"seed_{seed}")
-
-
-def seed_run_dirs(out: str) -> list[str]:
-    """The seed_<s> run directories (with a config.json) under `out`, by seed."""
-    names = os.listdir(out) if os.path.isdir(out) else []
-    seeds = sorted(
-        int(n[5:])
-        for n in names
-        if n.startswith("seed_")
-        and n[5:].isdigit()
-        and os.path.isfile(os.path.join(out, n, CONFIG_FILE))
-    )
-    return [seed_dir(out, s) for s in seeds]
+    step = jnp.zeros((), jnp.int32)
+    return plan, keys, TrainState(params, opt_states[plan.name], step, clear_guard())
 
 
 def seed_configs(cfg: RunConfig, seeds) -> list[RunConfig]:
@@ -366,6 +398,23 @@ def seed_configs(cfg: RunConfig, seeds) -> list[RunConfig]:
     require(len(seeds) > 0, "--seeds needs at least one seed, e.g. --seeds 0,1,2")
     require(len(set(seeds)) == len(seeds), f"--seeds lists a seed twice: {seeds}")
     return [dataclasses.replace(cfg, seed=s, out=seed_dir(cfg.out, s)) for s in seeds]
+
+
+def resume_hint(out: str) -> str:
+    """How to go on with the run (or the seeds' runs) in `out`, for an interrupted one."""
+    dirs = seed_run_dirs(out) or ([out] if has_run(out) else [])
+    if not dirs:
+        return f"nothing was saved in {out}; run the same command again"
+    epochs = []
+    for d in dirs:
+        checkpoints = RunCheckpoints(d)
+        epochs.append(checkpoints.latest_epoch() or 0)
+        checkpoints.close()
+    return (
+        f"resume from epoch {min(epochs)} with `aevae train --resume --out {out}`"
+        if min(epochs)
+        else f"no checkpoint yet; `aevae train --resume --out {out}` starts it again"
+    )
 
 
 def fit(
@@ -405,24 +454,14 @@ class _Run(NamedTuple):
 
 def _open_run(cfg: RunConfig, resume: bool) -> tuple[RunConfig, RunConfig | None]:
     """`cfg` prepared for its run directory, and the config saved there when resuming."""
-    has_run = os.path.isfile(os.path.join(cfg.out, CONFIG_FILE))
-    saved = read_config(cfg.out)[0] if resume and has_run else None
+    saved = read_config(cfg.out)[0] if resume and has_run(cfg.out) else None
     if saved is not None and not cfg.imports:
         cfg = dataclasses.replace(cfg, imports=saved.imports)  # the run's own modules
     cfg = prepare_config(cfg)
     prepare_out_dir(cfg.out, resume)
     if saved is not None:
-        _check_resumable(cfg, saved)
+        check_resumable(cfg, saved)
     return cfg, saved
-
-
-def _resume_epoch(checkpoints: list[RunCheckpoints], resume: bool) -> int:
-    """The epoch every run restarts from: the oldest latest checkpoint among the seeds (a
-    run killed between two seeds' saves leaves one seed an epoch ahead)."""
-    if not resume:
-        return 0
-    epochs = [c.latest_epoch() for c in checkpoints]
-    return 0 if None in epochs else min(epochs)
 
 
 def stack_trees(trees: list) -> Any:
@@ -446,25 +485,40 @@ def fit_runs(
     one run as `fit` always did, several with the epoch vmapped over stacked states.
     With several seeds, a log row's `step_ms` is the step of the program that trains
     them all (`seeds_together` says how many), and its `epoch_seconds` that epoch's
-    time divided by the number of seeds."""
+    time divided by the number of seeds.
+
+    Everything that can be checked without the data (options, model against the data's
+    shape, batch size, the run directory) is checked before the data loads. A run that
+    fails before it wrote its config.json leaves no directory behind. Ctrl-C stops
+    after the current epoch, with a checkpoint (`TrainingInterrupted`); a streak of
+    non-finite steps stops with `NonFiniteError`."""
     base = lambda c: dataclasses.replace(c, seed=0, out="")
     require(
         all(base(c) == base(cfgs[0]) for c in cfgs),
         "runs trained together must differ only in --seed and --out",
     )
+    created = sorted({d for c in cfgs for d in new_dirs(c.out)}, key=len, reverse=True)
+    try:
+        return _fit_runs(cfgs, resume, dataset, progress, devices)
+    except BaseException:
+        if is_primary():
+            remove_unused(created)
+        raise
+
+
+def _fit_runs(cfgs, resume, dataset, progress, devices) -> list[FitResult]:
     opened = [_open_run(c, resume) for c in cfgs]
     barrier("aevae: run directories checked")  # before process 0 writes into them
     cfg = opened[0][0]
     placement = make_placement(devices, cfg.batch_size)
     if dataset is None:
+        check_against_data(cfg, describe_dataset(cfg.data.dataset, cfg.data.data_dir))
         dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir)
+    else:
+        dataset = validate_dataset(dataset)
+        check_against_data(cfg, describe_arrays(dataset))
     dataset = dataset.take_train(cfg.data.train_size)
     n_train = len(dataset.x_train)
-    require(
-        cfg.batch_size <= n_train,
-        f"batch_size {cfg.batch_size} exceeds the {n_train} training examples; "
-        "lower --batch-size or raise --train-size",
-    )
     model = make_model(cfg.model, dataset.spec)
     steps_per_epoch = n_train // cfg.batch_size
     plans = plan_stages(model, cfg, steps_per_epoch)
@@ -473,120 +527,277 @@ def fit_runs(
     )
 
     checkpoints = [RunCheckpoints(c.out) for c, _ in opened]
-    start_epoch = _resume_epoch(checkpoints, resume)
-    runs, states = [], []
-    for (c, saved), ckpt in zip(opened, checkpoints, strict=True):
-        run, state = _start_run(c, saved, ckpt, start_epoch, model, plans, x_train, y_train)
-        if is_primary() and (saved is None or c.epochs != saved.epochs):
-            write_config(c.out, c, dataset, steps_per_epoch)
-        if is_primary():
-            _write_history(run.metrics_path, run.history)
-        runs.append(run)
-        states.append(state)
-
-    together = len(runs) > 1
-    if together:
-        params, opt_states, step = stack_trees(states)
-        keys = stack_trees([r.keys for r in runs])
-    else:
-        (params, opt_states, step), keys = states[0], runs[0].keys
-    params, opt_states, step, keys = placement.replicate((params, opt_states, step, keys))
-
-    select = selection_metric(model)
-    last = total_epochs(plans)
-    compiled: dict[str, tuple[Callable, Callable, float]] = {}
-    seeds_text = "" if not together else f" x {len(runs)} seeds"
-    bar = progress_bar(
-        range(start_epoch, last),
-        total=last,
-        initial=start_epoch,
-        desc=f"{cfg.model.name}{seeds_text} on {cfg.data.dataset}",
-        unit="epoch",
-        enabled=progress,
-        leave=True,
-    )
-    for epoch in bar:
-        plan = stage_at(plans, epoch)
-        if plan.name not in compiled:
-            compiled[plan.name] = _compile_stage(
-                plan, cfg, n_train, TrainState(params, opt_states[plan.name], step), keys,
-                x_train, y_train, model, together, placement,
-            )  # fmt: skip
-        train_epoch, test_fn, compile_seconds = compiled[plan.name]
-        state = TrainState(params, opt_states[plan.name], step)
-        t0 = time.perf_counter()
-        state, train_metrics = train_epoch(state, keys, x_train, y_train, epoch)
-        train_metrics = jax.device_get(train_metrics)
-        epoch_seconds = time.perf_counter() - t0
-        params, step = state.params, state.step
-        opt_states = {**opt_states, plan.name: state.opt_state}
-        stage_end = epoch + 1 == plan.first_epoch + plan.epochs
-        periodic = (epoch + 1) % cfg.checkpoint_every == 0 or stage_end
-        for i, run in enumerate(runs):
-            view = functools.partial(tree_at, i=i) if together else (lambda t: t)
-            run_params, run_step = view(params), view(step)
-            test = test_fn(run_params, x_test, y_test, run.keys["eval"], run_step)
-            row = {
-                "epoch": epoch + 1,
-                "stage": plan.name,
-                "step": int(run_step),
-                **_train_terms(view(train_metrics)),
-                **test,
-                "selection": select,
-                "epoch_seconds": epoch_seconds / len(runs),
-                "step_ms": 1000 * epoch_seconds / steps_per_epoch,
-            }
-            if together:  # the compiled step trains every seed: its time is theirs
-                row["seeds_together"] = len(runs)
-            if epoch == plan.first_epoch or epoch == start_epoch:
-                row["compile_seconds"] = compile_seconds
-            run.history.append(row)
-            if is_primary():
-                _write_history(run.metrics_path, run.history)
-            run.checkpoints.save(
-                epoch + 1,
-                checkpoint_tree(run_params, view(opt_states), run_step, epoch + 1, run.cfg.seed),
-                test[select] if plan is plans[-1] else float("nan"),  # best: last stage only
-                periodic,
-            )
-        bar.set_postfix(
-            stage=plan.name,
-            objective=f"{runs[0].history[-1]['train_objective']:.2f}",
-            **{select.removeprefix("test_"): f"{runs[0].history[-1][select]:.2f}"},
+    try:
+        runs, state, start_epoch = _start_runs(
+            opened, checkpoints, model, plans, x_train, y_train, dataset.spec, steps_per_epoch
         )
+        params, opt_states, step, keys = placement.replicate(state)
+        last = total_epochs(plans)
+        seeds_text = "" if len(runs) == 1 else f" x {len(runs)} seeds"
+        bar = progress_bar(
+            range(start_epoch, last),
+            total=last,
+            initial=start_epoch,
+            desc=f"{cfg.model.name}{seeds_text} on {cfg.data.dataset}",
+            unit="epoch",
+            enabled=progress,
+            leave=True,
+        )
+        loop = _EpochLoop(cfg, model, plans, runs, placement, n_train, steps_per_epoch)
+        with _stop_on_sigint() as stop_requested:
+            for epoch in bar:
+                params, opt_states, step = loop.epoch(
+                    epoch, params, opt_states, step, keys, (x_train, y_train, x_test, y_test),
+                    start_epoch,
+                )  # fmt: skip
+                last_row = runs[0].history[-1]
+                select = last_row["selection"]
+                bar.set_postfix(
+                    stage=last_row["stage"],
+                    objective=_fmt(last_row["train_objective"]),
+                    **{select.removeprefix("test_"): _fmt(last_row[select])},
+                )
+                if stop_requested() and epoch + 1 < last:
+                    loop.checkpoint(epoch, params, opt_states, step)
+                    raise TrainingInterrupted(
+                        f"stopped after epoch {epoch + 1} (Ctrl-C); "
+                        + resume_hint(_family_out(cfgs))
+                    )
+    finally:
+        for c in checkpoints:
+            c.close()
     results = []
     for i, run in enumerate(runs):
-        run.checkpoints.close()
-        run_params = tree_at(params, i) if together else params
+        run_params = tree_at(params, i) if len(runs) > 1 else params
         results.append(
             FitResult(model, run_params, run.history, run.cfg.out, dataset, run.cfg.seed)
         )
     return results
 
 
-def _start_run(cfg, saved, checkpoints, start_epoch, model, plans, x, y):
-    """(run, (params, opt_states, step)): one seed's key streams, its initial or restored
-    state at `start_epoch`, and its log up to that epoch."""
-    keys = make_streams(cfg.seed)
-    params, opt_states = init_state(model, plans, keys["init"], x, y)
-    step = jnp.zeros((), jnp.int32)
-    if start_epoch > 0:
-        restored = checkpoints.restore(
-            checkpoint_tree(params, opt_states, step, 0, cfg.seed), epoch=start_epoch
+def _fmt(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.2f}"
+
+
+def _family_out(cfgs: list[RunConfig]) -> str:
+    """The directory a user named: the run's, or the parent of the seeds' runs."""
+    if len(cfgs) == 1 and os.path.basename(cfgs[0].out) != f"seed_{cfgs[0].seed}":
+        return cfgs[0].out
+    return os.path.dirname(cfgs[0].out)
+
+
+def _start_runs(opened, checkpoints, model, plans, x, y, spec, steps_per_epoch):
+    """(runs, (params, opt_states, step, keys), start epoch): every run's key streams,
+    state and log, at the newest epoch whose checkpoint every run still has intact
+    (stacked over seeds when there are several). Later checkpoints are deleted (those
+    epochs are trained again) and config.json and metrics.jsonl are written."""
+    fresh = []
+    for c, _ in opened:
+        keys = make_streams(c.seed)
+        params, opt_states = init_state(model, plans, keys["init"], x, y)
+        fresh.append((keys, (params, opt_states, jnp.zeros((), jnp.int32))))
+    start_epoch, states = 0, [state for _, state in fresh]
+    if any(saved is not None for _, saved in opened):
+        start_epoch, states = _restore_common_epoch(opened, checkpoints, states)
+    runs = []
+    for (c, saved), ckpt, (keys, _) in zip(opened, checkpoints, fresh, strict=True):
+        ckpt.rewind(start_epoch)
+        if saved is not None:
+            _check_epoch_change(saved.epochs, c, start_epoch, len(plans))
+        metrics_path = os.path.join(c.out, METRICS_FILE)
+        history = read_log(metrics_path, start_epoch)
+        if is_primary():
+            if saved is None or dataclasses.replace(saved, out=c.out) != c:
+                write_config(c.out, c, spec, steps_per_epoch)
+            write_log(metrics_path, history)
+        runs.append(_Run(c, keys, ckpt, history, metrics_path))
+    if len(runs) == 1:
+        return runs, (*states[0], runs[0].keys), start_epoch
+    keys = stack_trees([r.keys for r in runs])
+    return runs, (*stack_trees(states), keys), start_epoch
+
+
+def _restore_common_epoch(opened, checkpoints, fresh):
+    """(epoch, states): each run's newest intact checkpoint at or before the newest epoch
+    that all of them have (a run killed between two seeds' saves leaves one seed an
+    epoch ahead; a damaged checkpoint sends its run back one further)."""
+    at_most = None
+    while True:
+        got = []
+        for (c, saved), ckpt, (params, opt_states, step) in zip(
+            opened, checkpoints, fresh, strict=True
+        ):
+            template = checkpoint_tree(params, opt_states, step, 0, c.seed)
+            got.append(ckpt.restore_newest(template, at_most) if saved else (None, 0))
+        epochs = [epoch for _, epoch in got]
+        if all(e == epochs[0] for e in epochs):
+            break
+        at_most = min(epochs)
+    states = []
+    for (c, _), (tree, _), state in zip(opened, got, fresh, strict=True):
+        if tree is None:
+            states.append(state)
+            continue
+        _check_seed(tree, c.seed)
+        states.append((tree["params"], tree["opt_state"], tree["step"]))
+    return epochs[0], states
+
+
+class _EpochLoop:
+    """One epoch of every run: train (the stage's compiled epoch), check the non-finite
+    guard, test, log and checkpoint."""
+
+    def __init__(self, cfg, model, plans, runs, placement, n_train, steps_per_epoch):
+        self.cfg, self.model, self.plans, self.runs = cfg, model, plans, runs
+        self.placement, self.n_train, self.steps = placement, n_train, steps_per_epoch
+        self.select = selection_metric(model)
+        self.together = len(runs) > 1
+        self.compiled: dict[str, tuple[Callable, Callable, float]] = {}
+        guards = [clear_guard() for _ in runs]
+        self.guard = placement.replicate(stack_trees(guards) if self.together else guards[0])
+
+    def epoch(self, epoch, params, opt_states, step, keys, data, start_epoch):
+        x_train, y_train, x_test, y_test = data
+        plan = stage_at(self.plans, epoch)
+        state = TrainState(params, opt_states[plan.name], step, self.guard)
+        if plan.name not in self.compiled:
+            self.compiled[plan.name] = _compile_stage(
+                plan, self.cfg, self.n_train, state, keys, x_train, y_train, self.model,
+                self.together, self.placement,
+            )  # fmt: skip
+        train_epoch, test_fn, compile_seconds = self.compiled[plan.name]
+        t0 = time.perf_counter()
+        state, train_metrics = train_epoch(state, keys, x_train, y_train, epoch)
+        train_metrics = jax.device_get(train_metrics)
+        epoch_seconds = time.perf_counter() - t0
+        self._check_guard(state.guard, epoch)
+        params, step, self.guard = state.params, state.step, state.guard
+        opt_states = {**opt_states, plan.name: state.opt_state}
+        stage_end = epoch + 1 == plan.first_epoch + plan.epochs
+        periodic = (epoch + 1) % self.cfg.checkpoint_every == 0 or stage_end
+        views = [functools.partial(tree_at, i=i) if self.together else (lambda t: t)
+                 for i in range(len(self.runs))]  # fmt: skip
+        tests = [
+            test_fn(view(params), x_test, y_test, run.keys["eval"], view(step))
+            for view, run in zip(views, self.runs, strict=True)
+        ]
+        for run, test in zip(self.runs, tests, strict=True):
+            self._check_test(run, test, epoch)
+        for view, run, test in zip(views, self.runs, tests, strict=True):
+            run_params, run_step = view(params), view(step)
+            row = {
+                "epoch": epoch + 1,
+                "stage": plan.name,
+                "step": int(run_step),
+                **_train_terms(view(train_metrics)),
+                **test,
+                "selection": self.select,
+                "epoch_seconds": epoch_seconds / len(self.runs),
+                "step_ms": 1000 * epoch_seconds / self.steps,
+            }
+            if self.together:  # the compiled step trains every seed: its time is theirs
+                row["seeds_together"] = len(self.runs)
+            if epoch == plan.first_epoch or epoch == start_epoch:
+                row["compile_seconds"] = compile_seconds
+            if row["skipped_steps"]:
+                warnings.warn(
+                    f"{run.cfg.out}: epoch {epoch + 1} skipped {row['skipped_steps']} of "
+                    f"{self.steps} steps whose loss, gradient or update was not finite",
+                    NonFiniteWarning,
+                    2,
+                )
+            run.history.append(row)
+            if is_primary():
+                write_log(run.metrics_path, run.history)
+            run.checkpoints.save(
+                epoch + 1,
+                checkpoint_tree(run_params, view(opt_states), run_step, epoch + 1, run.cfg.seed),
+                test[self.select] if plan is self.plans[-1] else float("nan"),  # last stage
+                periodic,
+            )
+        return params, opt_states, step
+
+    def checkpoint(self, epoch, params, opt_states, step) -> None:
+        """Save epoch `epoch` as every run's latest checkpoint, unless it is already."""
+        for i, run in enumerate(self.runs):
+            if run.checkpoints.latest_epoch() == epoch + 1:
+                continue
+            view = functools.partial(tree_at, i=i) if self.together else (lambda t: t)
+            tree = checkpoint_tree(view(params), view(opt_states), view(step), epoch + 1,
+                                   run.cfg.seed)  # fmt: skip
+            run.checkpoints.save(epoch + 1, tree, float("nan"), periodic=True)
+
+    def _check_guard(self, guard: Guard, epoch: int) -> None:
+        """NonFiniteError when a run's streak of non-finite steps reached the patience."""
+        guard = jax.device_get(guard)
+        for i, run in enumerate(self.runs):
+            g = tree_at(guard, i) if self.together else guard
+            if int(g.streak) >= self.cfg.nonfinite_patience:
+                raise NonFiniteError(
+                    f"{run.cfg.out}: training stopped in epoch {epoch + 1}: {int(g.streak)} "
+                    f"consecutive steps with a non-finite {NONFINITE_WHAT[int(g.what)]}, from "
+                    f"step {int(g.first_step) + 1}; they were skipped and {_kept(run)}. Train "
+                    "again with a lower --lr or with --grad-clip (--nonfinite-patience sets how "
+                    "many such steps in a row are skipped)"
+                )
+
+    def _check_test(self, run: _Run, test: dict, epoch: int) -> None:
+        """NonFiniteError when the epoch's test scores are not finite: the parameters are
+        finite (every update was checked) but the model's outputs overflow."""
+        for key in ("test_objective", self.select):
+            if not np.isfinite(test[key]):
+                raise NonFiniteError(
+                    f"{run.cfg.out}: training stopped after epoch {epoch + 1}: its {key} is not "
+                    f"finite (the model diverged); {_kept(run)}. Train again with a lower --lr "
+                    "or with --grad-clip"
+                )
+
+
+def _kept(run: _Run) -> str:
+    last = run.checkpoints.latest_epoch()
+    if not last:
+        return "no checkpoint had been saved yet"
+    return (
+        f"the last good checkpoint, epoch {last} in {run.checkpoints.latest.directory}, is intact"
+    )
+
+
+@contextlib.contextmanager
+def _stop_on_sigint():
+    """Within the block, a first Ctrl-C asks training to stop after the current epoch
+    (which then saves a checkpoint); a second one stops at once. Yields a function that
+    says whether a stop was asked for. Outside the main thread, Ctrl-C is left alone."""
+    asked = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(True)
+        print(
+            "\naevae: stopping after this epoch, with a checkpoint (Ctrl-C again: now)",
+            file=sys.stderr,
         )
-        _check_seed(restored, cfg.seed)
-        params, opt_states, step = restored["params"], restored["opt_state"], restored["step"]
-    if saved is not None:
-        _check_epoch_change(saved.epochs, cfg, start_epoch, len(plans))
-    metrics_path = os.path.join(cfg.out, METRICS_FILE)
-    history = _read_history(metrics_path, start_epoch)
-    return _Run(cfg, keys, checkpoints, history, metrics_path), (params, opt_states, step)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(asked)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _train_terms(metrics: dict) -> dict:
-    """An epoch's mean training metrics as log fields: the objective and the rest."""
+    """An epoch's mean training metrics as log fields: the objective, the number of
+    skipped (non-finite) steps and the rest."""
     terms = {k: float(v) for k, v in metrics.items()}
-    return {"train_objective": terms.pop("objective"), "train_terms": terms}
+    skipped = int(terms.pop("skipped_steps"))
+    return {
+        "train_objective": terms.pop("objective"),
+        "train_terms": terms,
+        "skipped_steps": skipped,
+    }
 
 
 def _check_seed(restored: dict, seed: int) -> None:
@@ -606,6 +817,7 @@ def _compile_stage(plan, cfg, n_train, state, keys, x_train, y_train, model, see
         n_train,
         seeds=seeds,
         batch_sharding=placement.batch_sharding(),
+        nonfinite_patience=cfg.nonfinite_patience,
     )
     t0 = time.perf_counter()
     compiled = epoch_fn.lower(state, keys, x_train, y_train, plan.first_epoch).compile()

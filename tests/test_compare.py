@@ -344,7 +344,7 @@ def test_compare_refuses_to_overwrite(comparison, capsys):
         (["evaluate", "--run", "/nonexistent"], "not a run directory"),
         (["sample", "--run", "/nonexistent", "--out", "x.png"], "not a run directory"),
         (["sample", "--run", "r", "--out", "x.jpg"], "must name a .png"),
-        (["sample", "--run", "r", "--n", "0", "--out", "x.png"], "--n must be a positive"),
+        (["sample", "--run", "r", "--n", "0", "--out", "x.png"], "--n must be an integer in [1,"),
         (["sample", "--run", "r", "--seed", "-1", "--out", "x.png"], "--seed must be"),
         (["evaluate", "--run", "r", "--iwae-k", "0"], "--iwae-k must be a positive"),
         (["compare", "--models", "ae,gan"], "unknown model 'gan'"),

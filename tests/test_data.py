@@ -1,6 +1,7 @@
 """Data: the offline Fashion-MNIST against its published statistics, tfds names through
 mock data, .npz input and its errors, the fast offline failure, and preprocessing."""
 
+import dataclasses
 import time
 
 import jax
@@ -66,6 +67,8 @@ def test_tfds_names_load_through_tfds(name, shape, tmp_path, monkeypatch):
     assert ds.x_train.shape == (12, *shape) and ds.x_train.dtype == np.uint8
     assert ds.y_train.shape == (12,) and ds.y_train.dtype == np.int32
     assert ds.num_classes == 10
+    described = data.describe_dataset(name)
+    assert (described.image_shape, described.num_classes) == (shape, 10)
 
 
 def test_binarized_mnist_loads_without_labels(tmp_path, monkeypatch):
@@ -73,6 +76,9 @@ def test_binarized_mnist_loads_without_labels(tmp_path, monkeypatch):
     with tfds.testing.mock_data(num_examples=12):
         ds = data.load_dataset("binarized_mnist", data_dir=str(tmp_path))
     assert ds.x_train.shape == (12, 28, 28, 1) and ds.y_train is None and ds.num_classes is None
+    assert data.describe_dataset("binarized_mnist") == data.DataShape(
+        "binarized_mnist", (28, 28, 1), None, 50_000, 10_000
+    )
 
 
 def test_unprepared_dataset_without_network_fails_fast_with_remedy(tmp_path, monkeypatch):
@@ -132,44 +138,225 @@ def _npz(tmp_path, **arrays):
 
 
 GOOD = np.zeros((4, 8, 8), np.uint8)
+LABELS = np.arange(4) % 2
 
 
-@pytest.mark.parametrize(
-    "arrays,message",
-    [
-        (dict(x_train=GOOD), "lacks x_test"),
-        (dict(x_train=np.zeros((4, 64), np.uint8), x_test=GOOD), r"\[N, H, W\]"),
-        (dict(x_train=np.full((4, 8, 8), np.nan, np.float32), x_test=GOOD), "NaN"),
-        (dict(x_train=np.full((4, 8, 8), 255.0, np.float32), x_test=GOOD), r"divide 0-255"),
-        (dict(x_train=-np.ones((4, 8, 8), np.float32), x_test=GOOD), r"\[0, 1\]"),
-        (dict(x_train=GOOD, x_test=np.zeros((4, 9, 9), np.uint8)), "same image shape"),
-        (
-            dict(x_train=GOOD, x_test=GOOD, y_train=np.zeros(3, int), y_test=np.zeros(4, int)),
-            "vector of 4 labels",
-        ),
-        (dict(x_train=GOOD, x_test=GOOD, y_train=np.zeros(4, int)), "both splits"),
-        (dict(x_train=GOOD.astype(np.int64), x_test=GOOD), "uint8"),
-    ],
-)
-def test_bad_npz_gets_one_clear_error(tmp_path, arrays, message):
-    with pytest.raises(UserError, match=message):
-        data.load_dataset(_npz(tmp_path, **arrays))
+def _labelled(y_train, y_test=LABELS):
+    return dict(x_train=GOOD, x_test=GOOD, y_train=y_train, y_test=y_test)
+
+
+# (arrays, message, whether describe_dataset finds it too: every check but the values of
+# the images).
+BAD_DATA = [
+    (dict(x_train=GOOD), "lacks x_test", True),
+    (dict(x_train=np.zeros((4, 64), np.uint8), x_test=GOOD), r"\[N, H, W\]", True),
+    (dict(x_train=np.zeros((0, 8, 8), np.uint8), x_test=GOOD), "x_train is empty", True),
+    (dict(x_train=GOOD, x_test=np.zeros((0, 8, 8), np.float32)), "x_test is empty", True),
+    (dict(x_train=np.zeros((4, 0, 8), np.uint8), x_test=GOOD), "empty image dimension", True),
+    (dict(x_train=GOOD, x_test=np.zeros((4, 8, 8, 0), np.uint8)), "H, W and C", True),
+    (dict(x_train=GOOD.astype(np.complex64), x_test=GOOD), "dtype complex64", True),
+    (dict(x_train=GOOD, x_test=np.zeros((4, 9, 9), np.uint8)), "same image shape", True),
+    (dict(x_train=GOOD, x_test=np.zeros((4, 8, 8, 3), np.uint8)), "same image shape", True),
+    (_labelled(np.zeros(3, int)), "vector of 4 labels", True),
+    (_labelled(LABELS, np.zeros((4, 1), int)), r"y_test must be a vector .* \(4, 1\)", True),
+    (dict(x_train=GOOD, x_test=GOOD, y_train=LABELS), "both splits", True),
+    (_labelled(np.array(list("abab"))), "store class labels as integers", True),
+    (_labelled(np.array([0, 1, np.nan, 1])), "1 NaN or infinite labels .* index 2", True),
+    (_labelled(np.array([0, 1, 0.5, 1])), r"non-integer labels \(0.5 at index 2\)", True),
+    (_labelled(LABELS, np.array([0, -1, 0, 1])), "negative labels", True),
+    (_labelled(np.array([0, 1, 5000, 1])), "label 5000 but at most 1000 classes", True),
+    (_labelled(np.array([0, 1, 2**40, 1])), "at most 1000 classes", True),
+    (dict(x_train=np.full((4, 8, 8), np.nan, np.float32), x_test=GOOD), "NaN", False),
+    (dict(x_train=GOOD, x_test=np.full((4, 8, 8), np.inf)), "infinite", False),
+    (dict(x_train=np.full((4, 8, 8), 255.0, np.float32), x_test=GOOD), "divide 0-255", False),
+    (dict(x_train=-np.ones((4, 8, 8), np.float32), x_test=GOOD), r"\[0, 1\]", False),
+    (dict(x_train=np.full((4, 8, 8), 300), x_test=GOOD), r"\[300, 300\] .* 0\.\.255", False),
+    (dict(x_train=GOOD, x_test=-np.ones((4, 8, 8), np.int8)), "must lie in 0..255", False),
+    (dict(x_train=np.eye(8, dtype=int)[None].repeat(4, 0), x_test=GOOD), "0 and 1", False),
+]
+
+
+@pytest.mark.parametrize("arrays,message,shape_level", BAD_DATA)
+def test_bad_data_gets_one_clear_error_the_same_from_npz_python_and_describe(
+    tmp_path, arrays, message, shape_level
+):
+    path = _npz(tmp_path, **arrays)
+    with pytest.raises(UserError, match=message) as from_npz:
+        data.load_dataset(path)
+    if "x_test" in arrays:  # a Dataset without x_test: "x_test is missing"
+        ds = data.Dataset("d", *(arrays.get(k) for k in ("x_train", "x_test", "y_train", "y_test")))
+        with pytest.raises(UserError) as from_python:
+            data.validate_dataset(ds)
+        assert str(from_python.value) == str(from_npz.value)
+    if shape_level:
+        with pytest.raises(UserError) as from_describe:
+            data.describe_dataset(path)
+        assert str(from_describe.value) == str(from_npz.value)
+    else:  # the image values are the load's to check
+        assert data.describe_dataset(path).n_train == len(arrays["x_train"])
+
+
+def test_accepted_variants_are_normalised(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (5, 6, 7))
+    path = _npz(
+        tmp_path,
+        x_train=grey,  # int64 within 0..255
+        x_test=rng.random((3, 6, 7, 1)) > 0.5,  # bool
+        y_train=np.array([0.0, 1.0, 2.0, 1.0, 0.0]),  # whole-number floats
+        y_test=np.array([True, False, True]),  # bool
+        notes=np.arange(3),  # members other than x_*, y_* are ignored
+    )
+    ds = data.load_dataset(path)
+    assert ds.x_train.dtype == np.uint8 and ds.x_train.shape == (5, 6, 7, 1)
+    np.testing.assert_array_equal(ds.x_train[..., 0], grey)
+    assert ds.x_test.dtype == np.uint8 and set(np.unique(ds.x_test).tolist()) <= {0, 255}
+    assert ds.y_train.dtype == ds.y_test.dtype == np.int32
+    np.testing.assert_array_equal(ds.y_test, [1, 0, 1])
+    assert ds.num_classes == 3
+    # Any channel count: the models and figures take C channels.
+    two = np.zeros((4, 8, 8, 2), np.float64)
+    assert data.load_dataset(_npz(tmp_path, x_train=two, x_test=two)).x_train.dtype == np.float32
+
+
+def test_npz_with_a_stray_file_in_the_archive_ignores_it(tmp_path):
+    import zipfile
+
+    path = _npz(tmp_path, x_train=GOOD, x_test=GOOD)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("README.txt", "my data")
+    assert data.load_dataset(path).x_train.shape == (4, 8, 8, 1)
+    assert data.describe_dataset(path).n_test == 4
 
 
 def test_npz_with_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "obj.npz"
     np.savez(path, x_train=np.array([{"a": 1}], dtype=object), x_test=GOOD)
-    with pytest.raises(UserError, match="without pickle"):
-        data.load_dataset(str(path))
+    for read in (data.load_dataset, data.describe_dataset):
+        with pytest.raises(UserError, match="without pickle"):
+            read(str(path))
 
 
-def test_missing_or_corrupt_npz(tmp_path):
+def test_missing_corrupt_unreadable_or_misnamed_data_files(tmp_path, monkeypatch):
+    import zipfile
+
     with pytest.raises(UserError, match="no such data file"):
         data.load_dataset(str(tmp_path / "none.npz"))
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a readable"):
         data.load_dataset(str(bad))
+    member = tmp_path / "member.npz"
+    with zipfile.ZipFile(member, "w") as zf:
+        zf.writestr("x_train.npy", b"\x93NUMPY garbage")
+        zf.writestr("x_test.npy", b"")
+    for read in (data.load_dataset, data.describe_dataset):
+        with pytest.raises(UserError, match="member 'x_train' is not a readable NumPy array"):
+            read(str(member))
+    folder = tmp_path / "folder.npz"
+    folder.mkdir()
+    with pytest.raises(UserError, match="is a directory"):
+        data.load_dataset(str(folder))
+    with pytest.raises(UserError, match="is a directory"):
+        data.load_dataset(str(tmp_path))
+    npy = tmp_path / "x.npy"
+    np.save(npy, GOOD)
+    with pytest.raises(UserError, match=r"not an \.npz file; save the arrays with np\.savez"):
+        data.load_dataset(str(npy))
+    with pytest.raises(UserError, match=r"unknown dataset 'nothing\.npy'"):
+        data.load_dataset("nothing.npy")
+    good = _npz(tmp_path, x_train=GOOD, x_test=GOOD)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(data.zipfile, "ZipFile", denied)  # root may read any file
+    for read in (data.load_dataset, data.describe_dataset):
+        with pytest.raises(UserError, match=r"cannot be read \(Permission denied\)"):
+            read(good)
+
+
+# ------------------------------------------------------------------- validate_dataset
+
+
+def test_validate_dataset_normalises_a_hand_built_dataset_and_keeps_good_arrays():
+    x = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3)).astype(np.uint8)
+    y = np.array([0, 1, 2, 0, 1, 2], np.int32)
+    ds = data.Dataset("mine", x[:4], x[4:], y[:4], y[4:], ("a", "b", "c"))
+    assert data.validate_dataset(ds).x_train is ds.x_train  # nothing copied
+    assert data.validate_dataset(ds).y_test is ds.y_test
+    floats = data.Dataset(
+        "mine", x[:4, ..., 0] / 255.0, x[4:, ..., 0] / 255.0, [0, 1, 0, 1], [1, 0]
+    )
+    out = data.validate_dataset(floats)
+    assert out.x_train.dtype == np.float32 and out.x_train.shape == (4, 4, 4, 1)
+    assert out.y_train.dtype == np.int32 and out.num_classes == 2
+    with pytest.raises(UserError, match="x_test is missing"):
+        data.validate_dataset(data.Dataset("mine", x, None))
+    with pytest.raises(UserError, match="class_names has 2 names but the labels go up to 2"):
+        data.validate_dataset(dataclasses.replace(ds, class_names=("a", "b")))
+    with pytest.raises(UserError, match="sequence of strings"):
+        data.validate_dataset(dataclasses.replace(ds, class_names="abc"))
+    with pytest.raises(UserError, match="non-empty string"):
+        data.validate_dataset(dataclasses.replace(ds, name=""))
+    with pytest.raises(UserError, match="x_train has dtype object"):
+        data.validate_dataset(data.Dataset("mine", np.empty((4, 2, 2, 1), object), x))
+
+
+# -------------------------------------------------------------------- describe_dataset
+
+
+def test_describe_npz_equals_the_loaded_shape(tmp_path):
+    x = np.random.default_rng(0).random((7, 6, 5), np.float32)
+    labelled = str(tmp_path / "l.npz")
+    np.savez_compressed(
+        labelled, x_train=x, x_test=x[:3], y_train=np.arange(7) % 4, y_test=[5, 0, 1]
+    )
+    shape = data.describe_dataset(labelled)
+    assert shape == data.DataShape("l", (6, 5, 1), 6, 7, 3)
+    assert shape == data.describe_arrays(data.load_dataset(labelled))
+    plain = _npz(
+        tmp_path, x_train=np.zeros((9, 8, 8, 3), np.uint8), x_test=GOOD[..., None].repeat(3, -1)
+    )
+    assert data.describe_dataset(plain) == data.DataShape("d", (8, 8, 3), None, 9, 4)
+
+
+def test_describe_built_in_data_sets(fashion_mnist):
+    assert data.describe_dataset("fashion_mnist") == data.describe_arrays(fashion_mnist)
+    assert data.describe_dataset(data.PHOTOS_NAME) == data.describe_arrays(
+        data.load_sklearn_photos()
+    )
+    assert set(data.KNOWN_SHAPES) == {*data.TFDS_NAMES, data.PHOTOS_NAME}
+    with pytest.raises(UserError) as described:
+        data.describe_dataset("imagenet")
+    with pytest.raises(UserError) as loaded:
+        data.load_dataset("imagenet")
+    assert str(described.value) == str(loaded.value)
+
+
+def test_describe_npz_reads_headers_and_labels_but_no_images(tmp_path, monkeypatch):
+    path = _npz(
+        tmp_path,
+        x_train=np.zeros((60_000, 28, 28), np.uint8),
+        x_test=np.zeros((10_000, 28, 28), np.uint8),
+        y_train=np.arange(60_000) % 10,
+        y_test=np.arange(10_000) % 10,
+    )
+    read = np.lib.format.read_array
+    shapes = []
+
+    def spy(*args, **kwargs):
+        array = read(*args, **kwargs)
+        shapes.append(array.shape)
+        return array
+
+    monkeypatch.setattr(np.lib.format, "read_array", spy)
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load reads whole members"))
+    start = time.perf_counter()
+    shape = data.describe_dataset(path)
+    assert time.perf_counter() - start < 0.5
+    assert shape == data.DataShape("d", (28, 28, 1), 10, 60_000, 10_000)
+    assert shapes == [(60_000,), (10_000,)]  # the labels only
 
 
 def test_train_size_beyond_the_split_is_an_error(fashion_mnist):

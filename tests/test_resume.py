@@ -1,7 +1,7 @@
 """Kill and resume: a training process killed with SIGKILL and resumed ends with exactly
 the parameters and optimiser states of an uninterrupted run, for a model with two
-optimisers (the AAE), for both stages of a two-stage model (the VQ-VAE), and for the
-default model (the VAE)."""
+optimisers (the AAE) and for both stages of a two-stage model (the VQ-VAE). The default
+model's kill loop is tests/kill_resume.py."""
 
 import json
 import os
@@ -65,7 +65,7 @@ def _final_state(out, epoch):
         "root_key": np.asarray(jax.random.key_data(jax.random.key(0))),
     }
     ckpt = RunCheckpoints(out)
-    restored = ckpt.restore(tree, "latest", epoch)
+    restored, _, _ = ckpt.restore(tree, "latest", epoch)
     ckpt.close()
     return restored
 
@@ -85,7 +85,7 @@ def _kill_when(cmd, env, ready, what):
 
 KILL_CASES = {
     # name: (model, extra flags, main epochs, checkpoints to kill after, total epochs)
-    "vae": ("vae", (), 12, (2,), 12),
+    # (the VAE: tests/test_interrupts.py and tests/kill_resume.py)
     # Two optimisers (autoencoder and discriminator) in one step.
     "aae": ("aae", ("--disc-hidden", "32"), 6, (2,), 6),
     # Two stages: killed once in the autoencoder stage and once in the prior stage.

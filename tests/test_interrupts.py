@@ -1,0 +1,59 @@
+"""Interruptions: SIGKILL at any moment and Ctrl-C lose nothing. The short kill loop
+here kills a run three times (in its first compile, inside a checkpoint write, at a
+random moment); CI runs the full loop of 20 kills (tests/kill_resume.py)."""
+
+import signal
+
+import pytest
+
+import aevae_jax.train as train
+from aevae_jax.cli import main
+from tests import kill_resume
+
+
+@pytest.mark.slow
+def test_three_kills_and_resumes_equal_an_uninterrupted_run_bit_for_bit(small_npz, tmp_path):
+    counts = kill_resume.kill_loop(small_npz, str(tmp_path), kills=3, seed=1, log=lambda _: None)
+    assert counts == {"compile": 1, "save": 1, "random": 1, "finished": 0}
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint_and_says_how_to_resume(small_npz, tmp_path):
+    out = tmp_path / "run"
+    argv = kill_resume.train_args(small_npz, str(out), epochs=200, checkpoint_every=50)
+    proc = kill_resume._start(argv)
+    assert kill_resume._wait(proc, lambda: kill_resume._rows(str(out)) >= 2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 130, err
+    rows = kill_resume._rows(str(out))
+    assert f"stopped after epoch {rows} (Ctrl-C); " in err
+    assert f"resume from epoch {rows} with `aevae train --resume --out {out}`" in err
+    assert "Traceback" not in err
+    # The checkpoint of that epoch was saved although it is not a periodic one.
+    assert (out / "checkpoints" / str(rows)).is_dir() and rows % 50 != 0
+
+
+def test_ctrl_c_before_the_run_is_written_leaves_nothing_and_says_so(
+    small_npz, tmp_path, monkeypatch, capsys
+):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "load_dataset", interrupted)
+    out = tmp_path / "new" / "run"
+    code = main(["train", "--dataset", small_npz, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 130
+    assert err == f"aevae: interrupted; nothing was saved in {out}; run the same command again"
+    assert not (tmp_path / "new").exists()
+
+
+def test_resume_of_an_empty_directory_starts_the_run(small_npz, tmp_path, capsys):
+    out = tmp_path / "fresh"
+    args = ["train", "--dataset", small_npz, "--train-size", "256", "--hidden", "32",
+            "--latent-dim", "4", "--batch-size", "32", "--epochs", "1", "--quiet"]  # fmt: skip
+    assert main([*args, "--resume", "--out", str(out)]) == 0
+    assert "holds no run yet; starting it" in capsys.readouterr().err
+    assert (out / "checkpoints" / "1").is_dir()

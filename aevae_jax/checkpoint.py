@@ -20,6 +20,7 @@ What survives what:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -122,13 +123,18 @@ class RunCheckpoints:
         """Offer `tree` (saved at `epoch`) as the best checkpoint when `score` (lower is
         better; NaN: not a candidate) is finite, and save it as the latest when
         `periodic`."""
+        wanted = [(self.best, np.isfinite(score)), (self.latest, periodic)]
+        if not any(want for _, want in wanted):
+            return
         args = ocp.args.StandardSave({**tree, DIGEST: tree_digest(tree)})
         metrics = {"score": float(score)}
         # best_fn ranks by the score; max_to_keep=1 keeps only the best one.
-        for manager, wanted in ((self.best, np.isfinite(score)), (self.latest, periodic)):
-            if wanted and manager.save(epoch, args=args, metrics=metrics):
-                manager.wait_until_finished()
-                self._write_manifest(manager, epoch)
+        for manager, want in wanted:
+            if want:
+                self._remove_manifest(manager, epoch)  # a stale one would condemn the new
+                if manager.save(epoch, args=args, metrics=metrics):
+                    manager.wait_until_finished()
+                    self._write_manifest(manager, epoch)
 
     def _manifest(self, manager: ocp.CheckpointManager, epoch: int) -> str:
         kind = "best" if manager is self.best else "latest"
@@ -149,7 +155,13 @@ class RunCheckpoints:
         for name in os.listdir(os.path.dirname(path)):
             old = os.path.join(os.path.dirname(path), name)
             if name.startswith(prefix) and name.endswith(".json") and old not in keep:
-                os.remove(old)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(old)
+
+    def _remove_manifest(self, manager: ocp.CheckpointManager, epoch: int) -> None:
+        if jax.process_index() == 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._manifest(manager, epoch))
 
     def _check_files(self, manager: ocp.CheckpointManager, epoch: int) -> str:
         """Why the checkpoint's files differ from its manifest ('' when they do not, or
@@ -241,9 +253,8 @@ class RunCheckpoints:
         for manager in (self.latest, self.best):
             for step in manager.all_steps():
                 if step > epoch:
+                    self._remove_manifest(manager, step)
                     manager.delete(step)
-                    if os.path.isfile(self._manifest(manager, step)):
-                        os.remove(self._manifest(manager, step))
 
     def close(self) -> None:
         self.latest.close()

@@ -782,6 +782,25 @@ def _preparse(argv: list[str]) -> argparse.Namespace:
     return known
 
 
+def check_foreign_options(unknown: list[str], selected: list[str]) -> None:
+    """A flag the parser does not know that is another model's option gets a UserError
+    naming that model (argparse would only say 'unrecognized arguments')."""
+    from aevae_jax.models import model_info, model_names
+
+    owners: dict[str, list[str]] = {}
+    for name in model_names():
+        for f in model_info(name).option_fields():
+            owners.setdefault("--" + f.name.replace("_", "-"), []).append(name)
+    for arg in unknown:
+        flag = arg.split("=")[0]
+        if flag in owners:
+            raise UserError(
+                f"{flag} is an option of {', '.join(owners[flag])}, not of "
+                f"{', '.join(selected)}; name {owners[flag][0]} in --model (or --models), or "
+                "see `aevae models` for each model's options"
+            )
+
+
 def selected_models(known: argparse.Namespace) -> list[str]:
     """The models whose option flags the parser accepts: --model and --models, or, for
     `aevae zoo` without --models, every registered model."""
@@ -880,6 +899,9 @@ def main(argv: list[str] | None = None) -> int:
             for module in known.imports:
                 import_models(module)
             parser = build_parser(selected_models(known), train_defaults=defaults)
+            _, unknown = parser.parse_known_args(raw)
+            given = [known.model] if known.command == "train" else selected_models(known)
+            check_foreign_options(unknown, given)
         except UserError as e:
             print(f"aevae: error: {e}", file=sys.stderr)
             return 2

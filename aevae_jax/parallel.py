@@ -130,3 +130,13 @@ def barrier(name: str) -> None:
 def is_primary() -> bool:
     """Whether this process writes the run's files (process 0 of a multi-host run)."""
     return jax.process_index() == 0
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` holds on any process (every process gets the same answer), so that
+    all of them act on what one of them saw, such as a Ctrl-C."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))

@@ -81,12 +81,19 @@ def new_dirs(path: str) -> list[str]:
     return out
 
 
-def remove_unused(dirs: list[str]) -> None:
-    """Remove the directories `dirs` (made by a run that failed before it wrote its
-    config.json) unless a run was written into them after all."""
-    for d in dirs:
-        if os.path.isdir(d) and not any(CONFIG_FILE in files for _, _, files in os.walk(d)):
+def remove_unused(run_dirs: list[str], created: list[str]) -> None:
+    """After a run failed: remove the run directories among `run_dirs` that it created
+    (in `created`) and that hold no config.json (nothing of a run), then the other
+    directories it created, deepest first, where they are empty."""
+    for d in run_dirs:
+        d = os.path.abspath(d)
+        if d in created and os.path.isdir(d) and not has_run(d):
             shutil.rmtree(d, ignore_errors=True)
+    for d in sorted(created, key=len, reverse=True):
+        try:
+            os.rmdir(d)  # only if empty: another job may be writing there
+        except OSError:
+            pass
 
 
 def check_resumable(cfg: RunConfig, saved: RunConfig) -> None:

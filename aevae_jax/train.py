@@ -53,7 +53,7 @@ from aevae_jax.errors import UserError, require
 from aevae_jax.evaluate import make_epoch_test, selection_metric
 from aevae_jax.models import Batch, Model, import_models, make_model, resolve
 from aevae_jax.optim import make_optimizer
-from aevae_jax.parallel import barrier, is_primary, make_placement
+from aevae_jax.parallel import any_process, barrier, is_primary, make_placement
 from aevae_jax.progress import progress_bar
 from aevae_jax.rundir import (
     METRICS_FILE,
@@ -75,7 +75,7 @@ MAIN_STAGE = "main"
 
 
 # What went non-finite in a step, in the order it is checked (0: nothing).
-NONFINITE_WHAT = ("", "loss", "gradient", "parameter update")
+NONFINITE_WHAT = ("", "loss", "gradient", "update (parameters or optimiser state)")
 
 
 class Guard(NamedTuple):
@@ -164,13 +164,14 @@ def make_update(loss: Callable, tx: optax.GradientTransformation) -> Callable:
 
 def _make_gradient_step(loss: Callable, tx: optax.GradientTransformation) -> Callable:
     """make_update's step, which also says what (if anything) went non-finite: an index
-    into NONFINITE_WHAT, checked in that order (loss, gradient, updated parameters)."""
+    into NONFINITE_WHAT, checked in that order (loss, gradient, updated parameters and
+    optimiser state)."""
 
     def gradient_step(params, opt_state, batch, key, step):
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, key, step)
         updates, opt_state = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        finite = [jnp.isfinite(value), all_finite(grads), all_finite(new_params)]
+        finite = [jnp.isfinite(value), all_finite(grads), all_finite((new_params, opt_state))]
         what = jnp.select([~f for f in finite], [1, 2, 3], 0).astype(jnp.int32)
         return new_params, opt_state, value, metrics, what
 
@@ -497,12 +498,12 @@ def fit_runs(
         all(base(c) == base(cfgs[0]) for c in cfgs),
         "runs trained together must differ only in --seed and --out",
     )
-    created = sorted({d for c in cfgs for d in new_dirs(c.out)}, key=len, reverse=True)
+    created = [d for c in cfgs for d in new_dirs(c.out)]
     try:
         return _fit_runs(cfgs, resume, dataset, progress, devices)
     except BaseException:
         if is_primary():
-            remove_unused(created)
+            remove_unused([c.out for c in cfgs], created)
         raise
 
 
@@ -557,7 +558,7 @@ def _fit_runs(cfgs, resume, dataset, progress, devices) -> list[FitResult]:
                     objective=_fmt(last_row["train_objective"]),
                     **{select.removeprefix("test_"): _fmt(last_row[select])},
                 )
-                if stop_requested() and epoch + 1 < last:
+                if any_process(stop_requested()) and epoch + 1 < last:
                     loop.checkpoint(epoch, params, opt_states, step)
                     raise TrainingInterrupted(
                         f"stopped after epoch {epoch + 1} (Ctrl-C); "
@@ -589,8 +590,9 @@ def _family_out(cfgs: list[RunConfig]) -> str:
 def _start_runs(opened, checkpoints, model, plans, x, y, spec, steps_per_epoch):
     """(runs, (params, opt_states, step, keys), start epoch): every run's key streams,
     state and log, at the newest epoch whose checkpoint every run still has intact
-    (stacked over seeds when there are several). Later checkpoints are deleted (those
-    epochs are trained again) and config.json and metrics.jsonl are written."""
+    (stacked over seeds when there are several). Once every check has passed, later
+    checkpoints are deleted (those epochs are trained again) and config.json and
+    metrics.jsonl are written."""
     fresh = []
     for c, _ in opened:
         keys = make_streams(c.seed)
@@ -599,11 +601,12 @@ def _start_runs(opened, checkpoints, model, plans, x, y, spec, steps_per_epoch):
     start_epoch, states = 0, [state for _, state in fresh]
     if any(saved is not None for _, saved in opened):
         start_epoch, states = _restore_common_epoch(opened, checkpoints, states)
+    for c, saved in opened:
+        if saved is not None:
+            _check_epoch_change(saved.epochs, c, start_epoch, len(plans))
     runs = []
     for (c, saved), ckpt, (keys, _) in zip(opened, checkpoints, fresh, strict=True):
         ckpt.rewind(start_epoch)
-        if saved is not None:
-            _check_epoch_change(saved.epochs, c, start_epoch, len(plans))
         metrics_path = os.path.join(c.out, METRICS_FILE)
         history = read_log(metrics_path, start_epoch)
         if is_primary():
@@ -619,9 +622,10 @@ def _start_runs(opened, checkpoints, model, plans, x, y, spec, steps_per_epoch):
 
 def _restore_common_epoch(opened, checkpoints, fresh):
     """(epoch, states): each run's newest intact checkpoint at or before the newest epoch
-    that all of them have (a run killed between two seeds' saves leaves one seed an
-    epoch ahead; a damaged checkpoint sends its run back one further)."""
-    at_most = None
+    that all of them have. A run killed between two seeds' saves leaves one seed a
+    checkpoint ahead, and a damaged checkpoint sends its run back one; going further
+    back than one checkpoint period would discard a run's training, and is refused."""
+    newest, at_most = None, None
     while True:
         got = []
         for (c, saved), ckpt, (params, opt_states, step) in zip(
@@ -630,9 +634,19 @@ def _restore_common_epoch(opened, checkpoints, fresh):
             template = checkpoint_tree(params, opt_states, step, 0, c.seed)
             got.append(ckpt.restore_newest(template, at_most) if saved else (None, 0))
         epochs = [epoch for _, epoch in got]
+        newest = newest or epochs
         if all(e == epochs[0] for e in epochs):
             break
         at_most = min(epochs)
+    period = opened[0][0].checkpoint_every
+    for (c, _), ahead in zip(opened, newest, strict=True):
+        require(
+            ahead - epochs[0] <= period,
+            f"--resume: {c.out} has an intact checkpoint of epoch {ahead}, but the seeds "
+            f"trained with it have none after epoch {epochs[0]}: resuming them together "
+            f"would discard {ahead - epochs[0]} epochs of its training. Resume the seeds "
+            "apart (each seed_<s> folder is a run of its own), or start again",
+        )
     states = []
     for (c, _), (tree, _), state in zip(opened, got, fresh, strict=True):
         if tree is None:
@@ -653,12 +667,23 @@ class _EpochLoop:
         self.select = selection_metric(model)
         self.together = len(runs) > 1
         self.compiled: dict[str, tuple[Callable, Callable, float]] = {}
-        guards = [clear_guard() for _ in runs]
-        self.guard = placement.replicate(stack_trees(guards) if self.together else guards[0])
+        self.guard = self._fresh_guard()
+
+    def _fresh_guard(self) -> Guard:
+        """No streak of non-finite steps, for every run (a streak starts afresh at a
+        resume and at each stage: it is not saved in checkpoints)."""
+        guards = [clear_guard() for _ in self.runs]
+        return self.placement.replicate(stack_trees(guards) if self.together else guards[0])
+
+    def view(self, i: int) -> Callable:
+        """Run i's part of a (possibly stacked) tree."""
+        return functools.partial(tree_at, i=i) if self.together else (lambda t: t)
 
     def epoch(self, epoch, params, opt_states, step, keys, data, start_epoch):
         x_train, y_train, x_test, y_test = data
         plan = stage_at(self.plans, epoch)
+        if epoch == plan.first_epoch and epoch != start_epoch:
+            self.guard = self._fresh_guard()
         state = TrainState(params, opt_states[plan.name], step, self.guard)
         if plan.name not in self.compiled:
             self.compiled[plan.name] = _compile_stage(
@@ -675,8 +700,7 @@ class _EpochLoop:
         opt_states = {**opt_states, plan.name: state.opt_state}
         stage_end = epoch + 1 == plan.first_epoch + plan.epochs
         periodic = (epoch + 1) % self.cfg.checkpoint_every == 0 or stage_end
-        views = [functools.partial(tree_at, i=i) if self.together else (lambda t: t)
-                 for i in range(len(self.runs))]  # fmt: skip
+        views = [self.view(i) for i in range(len(self.runs))]
         tests = [
             test_fn(view(params), x_test, y_test, run.keys["eval"], view(step))
             for view, run in zip(views, self.runs, strict=True)
@@ -722,7 +746,7 @@ class _EpochLoop:
         for i, run in enumerate(self.runs):
             if run.checkpoints.latest_epoch() == epoch + 1:
                 continue
-            view = functools.partial(tree_at, i=i) if self.together else (lambda t: t)
+            view = self.view(i)
             tree = checkpoint_tree(view(params), view(opt_states), view(step), epoch + 1,
                                    run.cfg.seed)  # fmt: skip
             run.checkpoints.save(epoch + 1, tree, float("nan"), periodic=True)
@@ -731,7 +755,7 @@ class _EpochLoop:
         """NonFiniteError when a run's streak of non-finite steps reached the patience."""
         guard = jax.device_get(guard)
         for i, run in enumerate(self.runs):
-            g = tree_at(guard, i) if self.together else guard
+            g = self.view(i)(guard)
             if int(g.streak) >= self.cfg.nonfinite_patience:
                 raise NonFiniteError(
                     f"{run.cfg.out}: training stopped in epoch {epoch + 1}: {int(g.streak)} "

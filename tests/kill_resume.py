@@ -6,8 +6,10 @@ Each kill lands at one of three kinds of moment, drawn from a seeded generator:
   is while its epoch program compiles;
 - `save`: inside a checkpoint write, after orbax has written the files and before it
   renames the temporary folder (the child patches orbax to kill itself there);
-- `random`: after the next 0 or 1 epochs have been logged, plus a random fraction of an
-  epoch, so anywhere in training, testing, logging or saving.
+- `random`: once the log reaches a random epoch up to two checkpoint periods past the
+  newest checkpoint, plus a random fraction of an epoch: anywhere in training,
+  testing, logging or saving.
+Kills in a checkpoint write also land in the first to sixth write after the restart.
 Then the run is resumed to its end, and its last checkpoint (parameters, every
 optimiser state and the step), its log (each epoch once, in order) and its best
 checkpoint (the epoch with the lowest selection score, with that epoch's parameters)
@@ -15,7 +17,7 @@ are compared with an uninterrupted run of the same command.
 
     python tests/kill_resume.py --kills 20            # what CI runs (about 3 minutes)
 
-tests/test_reliability.py runs a short version (3 kills) in the normal suite.
+tests/test_interrupts.py runs a short version (3 kills) in the normal suite.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 KINDS = ("compile", "save", "random")
+TIMES = ("epoch_seconds", "step_ms", "compile_seconds")  # log fields that measure time
 
 
 def train_args(npz: str, out: str, epochs: int, checkpoint_every: int) -> list[str]:
@@ -115,11 +118,12 @@ def _kill(proc: subprocess.Popen) -> str:
 def kill_loop(npz: str, workdir: str, kills: int, seed: int = 0, epochs: int | None = None,
               checkpoint_every: int = 3, log=print) -> dict:  # fmt: skip
     """Kill a run `kills` times (every kind at least once when kills >= 3), resume it to
-    the end and compare it with an uninterrupted run. `epochs` (default 2 * kills + 4)
-    must leave room for every kill. Returns counts; raises AssertionError on any
+    the end and compare it with an uninterrupted run. `epochs` (default 3 * kills + 6)
+    must leave room for every kill. Returns counts of the kinds of kill and of the
+    restarts that resumed from a checkpoint (`resumed`); raises AssertionError on any
     difference, or when the run finished before the last kill."""
     rng = random.Random(seed)
-    epochs = epochs or 2 * kills + 4
+    epochs = epochs or 3 * kills + 6
     straight = os.path.join(workdir, "straight")
     t0 = time.perf_counter()
     reference = _start(train_args(npz, straight, epochs, checkpoint_every))
@@ -132,29 +136,41 @@ def kill_loop(npz: str, workdir: str, kills: int, seed: int = 0, epochs: int | N
     plan = [KINDS[i] for i in range(min(kills, 3))]
     plan += [rng.choice(KINDS) for _ in range(kills - len(plan))]
     rng.shuffle(plan[1:])  # the first kill is in the first compile of the fresh run
-    counts = {k: 0 for k in (*KINDS, "finished")}
+    counts = {k: 0 for k in (*KINDS, "finished", "resumed")}
     for i, kind in enumerate(plan):
-        if kind == "save":
-            proc = _start(argv, kill_in_save=rng.randint(1, 3))
+        # Each kill lands up to two checkpoint periods after the newest checkpoint, so
+        # the run moves on between kills and most restarts resume from a checkpoint.
+        done = _latest_checkpoint(out)
+        counts["resumed"] += done > 0
+        reach = rng.randint(1, 2 * checkpoint_every)
+        if kind == "save":  # in the reach-th checkpoint write (best or periodic)
+            proc = _start(argv, kill_in_save=reach)
             proc.wait()
             result = "killed" if proc.returncode == -signal.SIGKILL else _kill(proc)
         else:
-            before, rows = _log_time(out), _rows(out)
+            before = _log_time(out)
             proc = _start(argv)
-            if kind == "compile":
-                _wait(proc, lambda b=before: _log_time(out) != b)
-            else:
-                target = rows + rng.randint(0, 1)
-                _wait(proc, lambda t=target: _rows(out) >= t)
+            _wait(proc, lambda b=before: _log_time(out) != b)  # the log rewritten at start
+            if kind == "random":
+                _wait(proc, lambda t=done + reach: _rows(out) >= t)
                 time.sleep(rng.uniform(0, epoch_seconds))
             result = _kill(proc)
         counts[kind if result == "killed" else "finished"] += 1
-        log(f"kill {i + 1}/{len(plan)} ({kind}): {result} at {_rows(out)} logged epochs")
+        log(
+            f"kill {i + 1}/{len(plan)} ({kind}): {result}, resumed from epoch {done}, "
+            f"{_rows(out)} epochs logged"
+        )
     assert counts["finished"] == 0, f"the run ended before {counts['finished']} of the kills"
     final = _start(argv)
     assert _kill_after_end(final) == "finished"
     compare_runs(out, straight, epochs)
     return counts
+
+
+def _latest_checkpoint(out: str) -> int:
+    folder = os.path.join(out, "checkpoints")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return max((int(n) for n in names if n.isdigit()), default=0)
 
 
 def _kill_after_end(proc: subprocess.Popen) -> str:
@@ -172,8 +188,11 @@ def compare_runs(out: str, straight: str, epochs: int) -> None:
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     ref = [json.loads(line) for line in open(os.path.join(straight, "metrics.jsonl"))]
     assert [r["epoch"] for r in rows] == list(range(1, epochs + 1)), "log rows"
-    for r, s in zip(rows, ref, strict=True):
-        assert r["test_objective"] == s["test_objective"], f"epoch {r['epoch']} test objective"
+    for r, s in zip(rows, ref, strict=True):  # every number but the times
+        same = {k: v for k, v in r.items() if k not in TIMES} == {
+            k: v for k, v in s.items() if k not in TIMES
+        }
+        assert same, f"epoch {r['epoch']}'s log row differs from the uninterrupted run's"
     select = rows[0]["selection"]
     best_epoch = min(rows, key=lambda r: r[select])["epoch"]
     best = load_run(out, "best", need_data=False)
@@ -228,7 +247,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None, help="default: 2 * kills + 4")
+    p.add_argument("--epochs", type=int, default=None, help="default: 3 * kills + 6")
     p.add_argument("--checkpoint-every", type=int, default=3)
     p.add_argument("--npz", default=None, help="default: a Fashion-MNIST subset")
     args = p.parse_args()
@@ -236,9 +255,11 @@ def main() -> int:
         npz = args.npz or small_npz(os.path.join(work, "small.npz"))
         t0 = time.perf_counter()
         counts = kill_loop(npz, work, args.kills, args.seed, args.epochs, args.checkpoint_every)
+    assert counts["resumed"] >= args.kills // 2, "too few restarts resumed from a checkpoint"
+    kinds = ", ".join(f"{k} {counts[k]}" for k in KINDS)
     print(
-        f"kill-and-resume: {sum(v for k, v in counts.items() if k != 'finished')} kills "
-        f"({', '.join(f'{k} {v}' for k, v in counts.items())}) in "
+        f"kill-and-resume: {sum(counts[k] for k in KINDS)} kills ({kinds}), "
+        f"{counts['resumed']} of the restarts resumed from a checkpoint, in "
         f"{time.perf_counter() - t0:.0f} s; the resumed run equals the uninterrupted one "
         "bit for bit (parameters, optimiser states, step, log, best checkpoint)"
     )

@@ -67,6 +67,7 @@ TRAIN = [
     (["--resume", "--out", "{run}", "--model", "ae"], "model.name: saved 'vae', given 'ae'"),
 ]
 OTHERS = [
+    (["train", "--model", "ae", "--beta", "2"], "--beta is an option of beta_vae, not of ae"),
     (["train", "--resume", "--out", "{run}", "--epochs", "1"], "has already trained 2 epochs"),
     (["evaluate", "--run", "{root}/nowhere"], "is not a run directory"),
     (["evaluate", "--run", "{empty}"], "has no checkpoint yet; train it first"),

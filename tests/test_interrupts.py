@@ -2,7 +2,10 @@
 here kills a run three times (in its first compile, inside a checkpoint write, at a
 random moment); CI runs the full loop of 20 kills (tests/kill_resume.py)."""
 
+import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -14,13 +17,18 @@ from tests import kill_resume
 @pytest.mark.slow
 def test_three_kills_and_resumes_equal_an_uninterrupted_run_bit_for_bit(small_npz, tmp_path):
     counts = kill_resume.kill_loop(small_npz, str(tmp_path), kills=3, seed=1, log=lambda _: None)
-    assert counts == {"compile": 1, "save": 1, "random": 1, "finished": 0}
+    assert {k: counts[k] for k in ("compile", "save", "random", "finished")} == {
+        "compile": 1,
+        "save": 1,
+        "random": 1,
+        "finished": 0,
+    }
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint_and_says_how_to_resume(small_npz, tmp_path):
     out = tmp_path / "run"
-    argv = kill_resume.train_args(small_npz, str(out), epochs=200, checkpoint_every=50)
+    argv = kill_resume.train_args(small_npz, str(out), epochs=60, checkpoint_every=100)
     proc = kill_resume._start(argv)
     assert kill_resume._wait(proc, lambda: kill_resume._rows(str(out)) >= 2)
     proc.send_signal(signal.SIGINT)
@@ -32,7 +40,24 @@ def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint_and_says_how_to_resume(s
     assert f"resume from epoch {rows} with `aevae train --resume --out {out}`" in err
     assert "Traceback" not in err
     # The checkpoint of that epoch was saved although it is not a periodic one.
-    assert (out / "checkpoints" / str(rows)).is_dir() and rows % 50 != 0
+    assert (out / "checkpoints" / str(rows)).is_dir()
+    # The command it names resumes the run to its end.
+    resumed = subprocess.run(
+        [sys.executable, "-m", "aevae_jax", "train", "--resume", "--out", str(out), "--quiet"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert kill_resume._rows(str(out)) == 60
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    with train._stop_on_sigint() as stop_requested:
+        assert not stop_requested()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop_requested()  # the first asks for a stop after the epoch
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_ctrl_c_before_the_run_is_written_leaves_nothing_and_says_so(

@@ -87,7 +87,7 @@ def test_a_non_finite_gradient_and_update_are_told_apart():
     steep = lambda p, b, k, s: (jnp.sum(10.0 * p["w"]), {})  # gradient 10 everywhere
     huge = optax.sgd(1e38)  # a finite gradient times a finite rate overflows the parameters
     out, m = make_train_step(steep, huge, "none")(start(huge), KEYS, x, None, jnp.array([0]))
-    assert NONFINITE_WHAT[int(out.guard.what)] == "parameter update"
+    assert NONFINITE_WHAT[int(out.guard.what)].startswith("update (parameters")
     assert bool(jnp.all(jnp.isfinite(out.params["w"])))
 
 

@@ -75,7 +75,7 @@ MAIN_STAGE = "main"
 
 
 # What went non-finite in a step, in the order it is checked (0: nothing).
-NONFINITE_WHAT = ("", "loss", "gradient", "update (parameters or optimiser state)")
+NONFINITE_WHAT = ("", "loss", "gradient")
 
 
 class Guard(NamedTuple):
@@ -153,35 +153,42 @@ def make_update(loss: Callable, tx: optax.GradientTransformation) -> Callable:
     """update(params, opt_state, batch, key, step) -> (params, opt_state, loss, metrics):
     one gradient step of `loss`. Parameter groups with their own rules (several
     optimisers, frozen or EMA parameters) live in `tx` (see optim.param_groups)."""
-    gradient_step = _make_gradient_step(loss, tx)
 
     def update(params, opt_state, batch, key, step):
-        params, opt_state, value, metrics, _ = gradient_step(params, opt_state, batch, key, step)
-        return params, opt_state, value, metrics
+        (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, key, step)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value, metrics
 
     return update
 
 
-def _make_gradient_step(loss: Callable, tx: optax.GradientTransformation) -> Callable:
-    """make_update's step, which also says what (if anything) went non-finite: an index
-    into NONFINITE_WHAT, checked in that order (loss, gradient, updated parameters and
-    optimiser state)."""
+def make_guarded_update(loss: Callable, tx: optax.GradientTransformation) -> Callable:
+    """update(params, opt_state, batch, key, step, allowed) -> (params, opt_state, loss,
+    metrics, what): make_update's step where the loss and the gradient are finite and
+    `allowed`; otherwise params and opt_state come back as they were. `what` is what was
+    not finite (an index into NONFINITE_WHAT): the loss, else the gradient's global norm
+    (one reduction, non-finite when any element is, or when the squares overflow). The
+    update runs under `lax.cond`, so on one device a skipped step costs no update, and a
+    taken one only the two checks: +4% on the MLP VAE's step, +1% on the conv one
+    (benchmarks/guard_cost.py).
+    An update that overflows the parameters shows as a non-finite loss at the next step,
+    which is then skipped, as are all after it, until the run stops."""
 
-    def gradient_step(params, opt_state, batch, key, step):
+    def update(params, opt_state, batch, key, step, allowed):
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, key, step)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        finite = [jnp.isfinite(value), all_finite(grads), all_finite((new_params, opt_state))]
-        what = jnp.select([~f for f in finite], [1, 2, 3], 0).astype(jnp.int32)
-        return new_params, opt_state, value, metrics, what
+        bad_loss, bad_grad = ~jnp.isfinite(value), ~jnp.isfinite(optax.global_norm(grads))
+        what = jnp.select([bad_loss, bad_grad], [1, 2], 0).astype(jnp.int32)
 
-    return gradient_step
+        def take(_):
+            updates, new_opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), new_opt_state
 
+        params, opt_state = jax.lax.cond(
+            allowed & (what == 0), take, lambda _: (params, opt_state), None
+        )
+        return params, opt_state, value, metrics, what
 
-def all_finite(tree) -> jax.Array:
-    """True when every float in `tree` is finite (a boolean scalar)."""
-    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves] or [jnp.array(True)]))
+    return update
 
 
 def make_train_step(
@@ -189,18 +196,20 @@ def make_train_step(
     tx: optax.GradientTransformation,
     binarize: str,
     nonfinite_patience: int | None = None,
+    skip_nonfinite: bool = True,
 ) -> Callable:
     """step(state, keys, x_train, y_train, idx) -> (state, metrics): one update on the
     examples `idx` [B] of the uint8 split, gathered, scaled and binarized on the device
     with the step's keys (`fold_in(stream, state.step)`). Pure and un-jitted: the epoch
     scans it, and `jax.jit(step, donate_argnums=0)` runs it one call per step.
 
-    A step whose loss, gradient or updated parameters are not finite is skipped: the
+    A step whose loss or gradient is not finite is skipped (`make_guarded_update`): the
     parameters and optimiser state stay as they were, `metrics["applied"]` is False and
     `state.guard` counts the streak. Once a streak reaches `nonfinite_patience` steps
     (None: never), the state is frozen: no later step of the epoch changes it, and the
-    caller stops the run (`check_guard`)."""
-    gradient_step = _make_gradient_step(loss, tx)
+    caller stops the run. `skip_nonfinite=False` applies every update unchecked (what
+    benchmarks/guard_cost.py compares with)."""
+    guarded, plain = make_guarded_update(loss, tx), make_update(loss, tx)
 
     def step_fn(state: TrainState, keys, x_train, y_train, idx):
         guard = clear_guard() if state.guard is None else state.guard
@@ -208,22 +217,25 @@ def make_train_step(
         k_model = jax.random.fold_in(keys["model"], state.step)
         x = preprocess(jnp.take(x_train, idx, axis=0), binarize, k_bin, idx, split=0)
         y = None if y_train is None else jnp.take(y_train, idx, axis=0)
-        params, opt_state, value, metrics, what = gradient_step(
-            state.params, state.opt_state, Batch(x, y), k_model, state.step
-        )
+        batch = Batch(x, y)
+        if not skip_nonfinite:
+            params, opt_state, value, metrics = plain(
+                state.params, state.opt_state, batch, k_model, state.step
+            )
+            done = TrainState(params, opt_state, state.step + 1, guard)
+            return done, {"objective": value, **metrics, "applied": jnp.array(True)}
         frozen = guard.streak >= (nonfinite_patience or jnp.iinfo(jnp.int32).max)
-        applied = (what == 0) & ~frozen
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(applied, a, b), new, old)
+        params, opt_state, value, metrics, what = guarded(
+            state.params, state.opt_state, batch, k_model, state.step, ~frozen
+        )
         starts = (guard.streak == 0) & ~frozen
         guard = Guard(
             jnp.where(frozen, guard.streak, jnp.where(what == 0, 0, guard.streak + 1)),
             jnp.where(starts, state.step, guard.first_step),
             jnp.where(starts, what, guard.what),
         )
-        state = TrainState(
-            keep(params, state.params), keep(opt_state, state.opt_state), state.step + 1, guard
-        )
-        return state, {"objective": value, **metrics, "applied": applied}
+        state = TrainState(params, opt_state, state.step + 1, guard)
+        return state, {"objective": value, **metrics, "applied": (what == 0) & ~frozen}
 
     return step_fn
 
@@ -236,6 +248,7 @@ def make_epoch_fn(
     n_train: int,
     batch_sharding=None,
     nonfinite_patience: int | None = None,
+    skip_nonfinite: bool = True,
 ) -> Callable:
     """The pure, un-jitted epoch: (state, keys, x_train, y_train, epoch) -> (state,
     metrics). One `lax.scan` of `make_train_step` over floor(n_train / batch_size) steps
@@ -249,7 +262,7 @@ def make_epoch_fn(
     the others (non-finite, see make_train_step); an epoch with none applied has NaN means.
     """
     steps = n_train // batch_size
-    step_fn = make_train_step(loss, tx, binarize, nonfinite_patience)
+    step_fn = make_train_step(loss, tx, binarize, nonfinite_patience, skip_nonfinite)
 
     def epoch_fn(state: TrainState, keys, x_train, y_train, epoch):
         if state.guard is None:
@@ -277,13 +290,15 @@ def make_train_epoch(
     seeds: bool = False,
     batch_sharding=None,
     nonfinite_patience: int | None = None,
+    skip_nonfinite: bool = True,
 ) -> Callable:
     """`make_epoch_fn` jitted with the state's buffers donated. With `seeds`, the state,
     keys and returned metrics carry a leading seed axis (`jax.vmap` over stacked runs
     that share the data); `batch_sharding` splits each batch over a device mesh."""
     epoch_fn = make_epoch_fn(
-        loss, tx, binarize, batch_size, n_train, batch_sharding, nonfinite_patience
-    )
+        loss, tx, binarize, batch_size, n_train, batch_sharding, nonfinite_patience,
+        skip_nonfinite,
+    )  # fmt: skip
     if seeds:
         epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, None, None, None))
     if batch_sharding is None:

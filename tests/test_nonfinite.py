@@ -76,19 +76,25 @@ def test_a_nan_planted_in_a_batch_skips_that_update_only():
     assert same(again.params, direct.params) and same(again.opt_state, direct.opt_state)
 
 
-def test_a_non_finite_gradient_and_update_are_told_apart():
+def test_a_non_finite_gradient_is_named_and_an_overflowing_update_caught_next_step():
     x = images()
     sqrt_loss = lambda p, b, k, s: (jnp.sum(jnp.sqrt(jnp.abs(p["w"]))), {})  # d/dw at 0: inf
     tx = optax.sgd(1.0)
     state = TrainState({"w": jnp.zeros(4)}, tx.init({"w": jnp.zeros(4)}), jnp.zeros((), jnp.int32))
     out, m = make_train_step(sqrt_loss, tx, "none")(state, KEYS, x, None, jnp.array([0]))
     assert NONFINITE_WHAT[int(out.guard.what)] == "gradient" and not bool(m["applied"])
+    assert same(out.params, state.params)
 
+    # A finite loss and gradient times a finite rate overflow the parameters: that step
+    # is taken, and the next one, whose loss is then infinite, is skipped.
     steep = lambda p, b, k, s: (jnp.sum(10.0 * p["w"]), {})  # gradient 10 everywhere
-    huge = optax.sgd(1e38)  # a finite gradient times a finite rate overflows the parameters
-    out, m = make_train_step(steep, huge, "none")(start(huge), KEYS, x, None, jnp.array([0]))
-    assert NONFINITE_WHAT[int(out.guard.what)].startswith("update (parameters")
-    assert bool(jnp.all(jnp.isfinite(out.params["w"])))
+    huge = optax.sgd(1e38)
+    step = make_train_step(steep, huge, "none")
+    first, m1 = step(start(huge), KEYS, x, None, jnp.array([0]))
+    second, m2 = step(first, KEYS, x, None, jnp.array([1]))
+    assert bool(m1["applied"]) and not bool(jnp.all(jnp.isfinite(first.params["w"])))
+    assert not bool(m2["applied"]) and NONFINITE_WHAT[int(second.guard.what)] == "loss"
+    assert (int(second.guard.streak), int(second.guard.first_step)) == (1, 1)
 
 
 def test_a_streak_at_the_patience_freezes_the_state_and_epoch_means_skip_it():

@@ -455,7 +455,7 @@ def fit_seeds(
 ) -> list[FitResult]:
     """Train `cfg` for every seed in `seeds` at once, each in `cfg.out`/seed_<s>; the
     same data order, keys and numbers as `fit` with that seed, to float tolerance."""
-    return fit_runs(seed_configs(cfg, seeds), resume, dataset, progress, devices)
+    return fit_runs(seed_configs(cfg, seeds), resume, dataset, progress, devices, cfg.out)
 
 
 class _Run(NamedTuple):
@@ -496,6 +496,7 @@ def fit_runs(
     dataset: Dataset | None = None,
     progress: bool = True,
     devices: int | None = None,
+    named_out: str | None = None,
 ) -> list[FitResult]:
     """Train runs that differ only in seed and run directory as one compiled program:
     one run as `fit` always did, several with the epoch vmapped over stacked states.
@@ -507,7 +508,8 @@ def fit_runs(
     shape, batch size, the run directory) is checked before the data loads. A run that
     fails before it wrote its config.json leaves no directory behind. Ctrl-C stops
     after the current epoch, with a checkpoint (`TrainingInterrupted`); a streak of
-    non-finite steps stops with `NonFiniteError`."""
+    non-finite steps stops with `NonFiniteError`. `named_out`: the directory the user
+    named, for messages (default: the first run's)."""
     base = lambda c: dataclasses.replace(c, seed=0, out="")
     require(
         all(base(c) == base(cfgs[0]) for c in cfgs),
@@ -515,14 +517,14 @@ def fit_runs(
     )
     created = [d for c in cfgs for d in new_dirs(c.out)]
     try:
-        return _fit_runs(cfgs, resume, dataset, progress, devices)
+        return _fit_runs(cfgs, resume, dataset, progress, devices, named_out or cfgs[0].out)
     except BaseException:
         if is_primary():
             remove_unused([c.out for c in cfgs], created)
         raise
 
 
-def _fit_runs(cfgs, resume, dataset, progress, devices) -> list[FitResult]:
+def _fit_runs(cfgs, resume, dataset, progress, devices, named_out) -> list[FitResult]:
     opened = [_open_run(c, resume) for c in cfgs]
     barrier("aevae: run directories checked")  # before process 0 writes into them
     cfg = opened[0][0]
@@ -576,8 +578,7 @@ def _fit_runs(cfgs, resume, dataset, progress, devices) -> list[FitResult]:
                 if any_process(stop_requested()) and epoch + 1 < last:
                     loop.checkpoint(epoch, params, opt_states, step)
                     raise TrainingInterrupted(
-                        f"stopped after epoch {epoch + 1} (Ctrl-C); "
-                        + resume_hint(_family_out(cfgs))
+                        f"stopped after epoch {epoch + 1} (Ctrl-C); " + resume_hint(named_out)
                     )
     finally:
         for c in checkpoints:
@@ -593,13 +594,6 @@ def _fit_runs(cfgs, resume, dataset, progress, devices) -> list[FitResult]:
 
 def _fmt(v) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.2f}"
-
-
-def _family_out(cfgs: list[RunConfig]) -> str:
-    """The directory a user named: the run's, or the parent of the seeds' runs."""
-    if len(cfgs) == 1 and os.path.basename(cfgs[0].out) != f"seed_{cfgs[0].seed}":
-        return cfgs[0].out
-    return os.path.dirname(cfgs[0].out)
 
 
 def _start_runs(opened, checkpoints, model, plans, x, y, spec, steps_per_epoch):

@@ -28,7 +28,7 @@ def test_three_kills_and_resumes_equal_an_uninterrupted_run_bit_for_bit(small_np
 @pytest.mark.slow
 def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint_and_says_how_to_resume(small_npz, tmp_path):
     out = tmp_path / "run"
-    argv = kill_resume.train_args(small_npz, str(out), epochs=60, checkpoint_every=100)
+    argv = kill_resume.train_args(small_npz, str(out), epochs=16, checkpoint_every=100)
     proc = kill_resume._start(argv)
     assert kill_resume._wait(proc, lambda: kill_resume._rows(str(out)) >= 2)
     proc.send_signal(signal.SIGINT)
@@ -47,7 +47,7 @@ def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint_and_says_how_to_resume(s
         capture_output=True, text=True,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    assert kill_resume._rows(str(out)) == 60
+    assert kill_resume._rows(str(out)) == 16
 
 
 def test_a_second_ctrl_c_stops_at_once():

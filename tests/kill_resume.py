@@ -264,7 +264,8 @@ def main() -> int:
         f"kill-and-resume: {sum(counts[k] for k in KINDS)} kills ({kinds}), "
         f"{counts['resumed']} of the restarts resumed from a checkpoint, in "
         f"{time.perf_counter() - t0:.0f} s; the resumed run equals the uninterrupted one "
-        "bit for bit (parameters, optimiser states, step, log, best checkpoint)"
+        "bit for bit (parameters, optimiser states, step, every logged number but the "
+        "timings, best checkpoint)"
     )
     return 0
 

@@ -220,3 +220,23 @@ def test_damaged_config_and_log_are_named(run_copy, small_data, capsys):
     code = main(["evaluate", "--run", str(run_copy), "--no-fd", "--iwae-k", "2"])
     err = capsys.readouterr().err
     assert code == 2 and "config.json is damaged" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_with_non_finite_parameters_is_refused_by_evaluate_and_sample(
+    run_copy, capsys
+):
+    """Only finite steps are saved now, but a run from elsewhere (or an older version)
+    may hold NaN parameters: evaluate stops before minutes of work, sample writes no PNG."""
+    tree = kill_resume._restore(str(run_copy), 3)
+    tree["params"] = jax.tree.map(lambda a: a * np.nan, tree["params"])
+    checkpoints = RunCheckpoints(str(run_copy))
+    for step in checkpoints.best.all_steps():
+        checkpoints.best.delete(step)
+    checkpoints.save(4, tree, -1.0, periodic=False)
+    checkpoints.close()
+    png = run_copy / "nan.png"
+    assert main(["sample", "--run", str(run_copy), "--n", "4", "--out", str(png)]) == 2
+    assert "are not finite" in capsys.readouterr().err and not png.exists()
+    assert main(["evaluate", "--run", str(run_copy), "--no-fd", "--iwae-k", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "not finite: its parameters have diverged" in err and "Traceback" not in err

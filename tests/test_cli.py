@@ -19,7 +19,7 @@ def run_cli(args, capsys):
 
 
 @pytest.mark.slow
-def test_console_script_trains_on_a_small_fashion_mnist_subset(tmp_path):
+def test_console_script_trains_on_a_small_fashion_mnist_subset(small_npz, tmp_path):
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -29,7 +29,7 @@ def test_console_script_trains_on_a_small_fashion_mnist_subset(tmp_path):
         "--model",
         "vae",
         "--dataset",
-        "fashion_mnist",
+        small_npz,
         "--backbone",
         "mlp",
         "--hidden",

@@ -4,8 +4,6 @@ random moment); CI runs the full loop of 20 kills (tests/kill_resume.py)."""
 
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -42,11 +40,7 @@ def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint_and_says_how_to_resume(s
     # The checkpoint of that epoch was saved although it is not a periodic one.
     assert (out / "checkpoints" / str(rows)).is_dir()
     # The command it names resumes the run to its end.
-    resumed = subprocess.run(
-        [sys.executable, "-m", "aevae_jax", "train", "--resume", "--out", str(out), "--quiet"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
+    assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0
     assert kill_resume._rows(str(out)) == 16
 
 

@@ -119,14 +119,14 @@ def test_a_streak_at_the_patience_freezes_the_state_and_epoch_means_skip_it():
 
 
 @pytest.fixture
-def nan_after_40(monkeypatch):
-    """A registered VAE whose training loss is NaN from its step 40 on: a run that
+def nan_after_24(monkeypatch):
+    """A registered VAE whose training loss is NaN from its step 24 on: a run that
     diverges (the per-epoch test, one image at a time, stays finite)."""
     registry.model_names()  # load the package's models before copying the registry
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     vae = registry.model_info("vae").factory
 
-    @registry.register("vae_nan_after_40", needs_density=True)
+    @registry.register("vae_nan_after_24", needs_density=True)
     def make(cfg, spec, opts):
         model = vae(cfg, spec, opts)
         loss = model.loss
@@ -135,11 +135,11 @@ def nan_after_40(monkeypatch):
             value, terms = loss(params, batch, key, step)
             if len(batch.x) == 1:  # the per-epoch test
                 return value, terms
-            return value + jnp.where(step >= 40, jnp.nan, 0.0), terms
+            return value + jnp.where(step >= 24, jnp.nan, 0.0), terms
 
         return dataclasses.replace(model, loss=diverging)
 
-    return "vae_nan_after_40"
+    return "vae_nan_after_24"
 
 
 def cfg_for(tmp_path, name, patience):
@@ -154,30 +154,30 @@ def cfg_for(tmp_path, name, patience):
 
 
 def test_a_diverging_run_stops_naming_step_quantity_and_intact_checkpoint(
-    nan_after_40, small_data, tmp_path
+    nan_after_24, small_data, tmp_path
 ):
-    cfg = cfg_for(tmp_path, nan_after_40, patience=3)  # 8 steps an epoch: step 41 is epoch 6's
+    cfg = cfg_for(tmp_path, nan_after_24, patience=3)  # 8 steps an epoch: step 25 is epoch 4's
     with pytest.raises(NonFiniteError) as err:
         fit(cfg, dataset=small_data, progress=False)
     text = str(err.value)
-    assert "epoch 6" in text and "3 consecutive steps with a non-finite loss" in text
-    assert "from step 41" in text and "epoch 5 in" in text and "--grad-clip" in text
+    assert "epoch 4" in text and "3 consecutive steps with a non-finite loss" in text
+    assert "from step 25" in text and "epoch 3 in" in text and "--grad-clip" in text
     run = load_run(cfg.out, "latest", need_data=False)
-    assert run.epoch == 5 and all(
+    assert run.epoch == 3 and all(
         np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(run.params)
     )
     rows = [json.loads(line) for line in open(os.path.join(cfg.out, "metrics.jsonl"))]
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]  # the stopped epoch is not logged
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # the stopped epoch is not logged
 
 
-def test_stop_on_nonfinite_stops_at_the_first(nan_after_40, small_npz, tmp_path, capsys):
+def test_stop_on_nonfinite_stops_at_the_first(nan_after_24, small_npz, tmp_path, capsys):
     out = tmp_path / "first"
-    code = main(["train", "--model", nan_after_40, "--dataset", small_npz, "--train-size",
+    code = main(["train", "--model", nan_after_24, "--dataset", small_npz, "--train-size",
                  "256", "--hidden", "32", "--latent-dim", "4", "--batch-size", "32",
                  "--epochs", "8", "--out", str(out), "--quiet", "--stop-on-nonfinite"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0]
-    assert "1 consecutive steps with a non-finite loss, from step 41" in err[0]
+    assert "1 consecutive steps with a non-finite loss, from step 25" in err[0]
 
 
 def test_a_real_divergence_from_lr_1000_exits_2_and_logs_strict_json(small_npz, tmp_path, capsys):

@@ -302,7 +302,7 @@ def test_map_examples_does_not_depend_on_the_chunk_size(seed, mean, log_var):
     want = jax.vmap(functools.partial(per_example, key), (0, 0, None, 0))(
         mean, log_var, None, index
     )
-    outs = [mapped(key, mean, log_var, chunk=c) for c in (1, 7, 1000)]
+    outs = [mapped(key, mean, log_var, chunk=c) for c in (7, 1000)]
     outs.append(blocked(key, (mean, log_var, None)))
     for out in outs:
         for name, value in want.items():
@@ -312,7 +312,7 @@ def test_map_examples_does_not_depend_on_the_chunk_size(seed, mean, log_var):
 @functools.cache
 def tiny_vae():
     model = make_model(ModelConfig(name="vae", hidden=(8,), latent_dim=2), DataSpec("t", (4, 4, 1)))
-    tests = {c: E.make_epoch_test(model, model.loss, "dynamic", chunk=c) for c in (1, 7, 1000)}
+    tests = {c: E.make_epoch_test(model, model.loss, "dynamic", chunk=c) for c in (7, 1000)}
     return jax.jit(model.init), tests
 
 

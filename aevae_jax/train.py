@@ -15,6 +15,12 @@ evaluate on the test split each epoch, write `config.json`, `metrics.jsonl` (one
 per epoch) and orbax checkpoints (periodic and best) under `cfg.out`. The best
 checkpoint is ranked by a step-independent metric (`evaluate.selection_metric`),
 among the epochs of the last stage.
+
+Faults: a step whose loss or gradient is not finite is skipped inside the compiled
+step (`make_guarded_update`), and a streak of them stops the run (`NonFiniteError`);
+Ctrl-C stops after the epoch with a checkpoint (`TrainingInterrupted`); a resume
+starts from the newest intact checkpoint and trains later epochs again. README.md's
+"What survives what" lists each guarantee with its test.
 """
 
 from __future__ import annotations

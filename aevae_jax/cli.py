@@ -787,6 +787,8 @@ def check_foreign_options(unknown: list[str], selected: list[str]) -> None:
     naming that model (argparse would only say 'unrecognized arguments')."""
     from aevae_jax.models import model_info, model_names
 
+    if not unknown:
+        return
     owners: dict[str, list[str]] = {}
     for name in model_names():
         for f in model_info(name).option_fields():

@@ -104,13 +104,18 @@ class Dataset:
         """The first n training examples (all when n is None); n beyond the split is an error."""
         if n is None:
             return self
-        require(
-            n <= len(self.x_train),
-            f"train_size {n} is larger than the training split of {self.name} "
-            f"({len(self.x_train)} examples); use --train-size {len(self.x_train)} or less",
-        )
+        require_train_size(n, len(self.x_train), self.name)
         y = None if self.y_train is None else self.y_train[:n]
         return dataclasses.replace(self, x_train=self.x_train[:n], y_train=y)
+
+
+def require_train_size(n: int, available: int, name: str) -> None:
+    """UserError unless a training subset of `n` examples fits a split of `available`."""
+    require(
+        n <= available,
+        f"train_size {n} is larger than the training split of {name} ({available} "
+        f"examples); use --train-size {available} or less",
+    )
 
 
 # ----------------------------------------------------------------------------- loading

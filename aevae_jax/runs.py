@@ -20,7 +20,7 @@ from aevae_jax.config import RunConfig
 from aevae_jax.data import Dataset, DataSpec, load_dataset
 from aevae_jax.errors import require
 from aevae_jax.models import Model, import_models, make_model
-from aevae_jax.rundir import CONFIG_FILE, METRICS_FILE, read_config, read_log, seed_run_dirs
+from aevae_jax.rundir import METRICS_FILE, has_run, read_config, read_log, seed_run_dirs
 from aevae_jax.train import checkpoint_tree, init_state, plan_stages
 
 
@@ -41,7 +41,7 @@ def expand_runs(paths) -> list[str]:
     seed_<s>/ runs and no config.json of its own) stands for its seeds' runs, by seed."""
     out = []
     for path in paths:
-        seeds = [] if os.path.isfile(os.path.join(path, CONFIG_FILE)) else seed_run_dirs(path)
+        seeds = [] if has_run(path) else seed_run_dirs(path)
         out += seeds or [path]
     unique = list(dict.fromkeys(os.path.realpath(p) for p in out))
     require(
@@ -53,6 +53,19 @@ def expand_runs(paths) -> list[str]:
 
 def read_history(run_dir: str) -> list[dict]:
     return read_log(os.path.join(run_dir, METRICS_FILE))
+
+
+def checkpoint_template(model: Model, cfg: RunConfig, spec: DataSpec, steps_per_epoch: int):
+    """The structure of the run's checkpoints (ShapeDtypeStructs, nothing computed), to
+    restore one into."""
+    plans = plan_stages(model, cfg, steps_per_epoch)
+    x = jnp.zeros((1, *spec.image_shape), jnp.float32)
+    y = None if spec.num_classes is None else jnp.zeros((1,), jnp.int32)
+    params, opt_states = jax.eval_shape(
+        lambda k: init_state(model, plans, k, x, y), jax.random.key(0)
+    )
+    step = jax.ShapeDtypeStruct((), jnp.int32)
+    return checkpoint_tree(params, opt_states, step, 0, cfg.seed)
 
 
 def load_run(
@@ -69,13 +82,7 @@ def load_run(
     if dataset is not None:
         dataset = dataset.take_train(cfg.data.train_size)
     model = make_model(cfg.model, spec)
-    plans = plan_stages(model, cfg, steps_per_epoch)
-    x = jnp.zeros((1, *spec.image_shape), jnp.float32)
-    y = None if spec.num_classes is None else jnp.zeros((1,), jnp.int32)
-    params, opt_states = jax.eval_shape(
-        lambda k: init_state(model, plans, k, x, y), jax.random.key(0)
-    )
-    template = checkpoint_tree(params, opt_states, jax.ShapeDtypeStruct((), jnp.int32), 0, cfg.seed)
+    template = checkpoint_template(model, cfg, spec, steps_per_epoch)
     checkpoints = RunCheckpoints(run_dir)
     try:
         require(

@@ -53,6 +53,7 @@ from aevae_jax.data import (
     describe_dataset,
     load_dataset,
     preprocess,
+    require_train_size,
     validate_dataset,
 )
 from aevae_jax.errors import UserError, require
@@ -357,11 +358,7 @@ def check_against_data(cfg: RunConfig, shape: DataShape) -> DataSpec:
     make_model(cfg.model, shape.spec)  # labels, image-size rules, options
     n_train = shape.n_train
     if cfg.data.train_size is not None:
-        require(
-            cfg.data.train_size <= n_train,
-            f"train_size {cfg.data.train_size} is larger than the training split of "
-            f"{cfg.data.dataset} ({n_train} examples); use --train-size {n_train} or less",
-        )
+        require_train_size(cfg.data.train_size, n_train, cfg.data.dataset)
         n_train = cfg.data.train_size
     require(
         cfg.batch_size <= n_train,

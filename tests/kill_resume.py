@@ -198,20 +198,14 @@ def compare_runs(out: str, straight: str, epochs: int) -> None:
 
 
 def _restore(run_dir: str, epoch: int) -> dict:
-    import jax
-
+    """The whole checkpoint tree of periodic checkpoint `epoch` of a run."""
     from aevae_jax.checkpoint import RunCheckpoints
+    from aevae_jax.models import make_model
     from aevae_jax.rundir import read_config
-    from aevae_jax.runs import load_run
-    from aevae_jax.train import checkpoint_tree, init_state, plan_stages
+    from aevae_jax.runs import checkpoint_template
 
-    run = load_run(run_dir, "latest", need_data=False)
-    _, spec, steps = read_config(run_dir)
-    plans = plan_stages(run.model, run.cfg, steps)
-    x = jax.numpy.zeros((1, *spec.image_shape))
-    y = jax.numpy.zeros((1,), jax.numpy.int32)
-    params, opt_states = init_state(run.model, plans, jax.random.key(0), x, y)
-    template = checkpoint_tree(params, opt_states, jax.numpy.zeros((), "int32"), 0, run.cfg.seed)
+    cfg, spec, steps = read_config(run_dir)
+    template = checkpoint_template(make_model(cfg.model, spec), cfg, spec, steps)
     checkpoints = RunCheckpoints(run_dir)
     try:
         tree, _, got = checkpoints.restore(template, epoch=epoch)

@@ -161,6 +161,10 @@ class RunConfig:
     # Consecutive non-finite steps (loss, gradient or update) that are skipped before the
     # run stops with an error; 1 stops at the first.
     nonfinite_patience: int = 20
+    # TensorBoard event files beside metrics.jsonl: scalars every epoch, and image grids
+    # (test reconstructions, prior samples) every `image_every` epochs and at the last.
+    tensorboard: bool = True
+    image_every: int = 5
     # Modules (or .py files) that register models from outside the package; a run
     # remembers them so that `evaluate`, `sample` and `--resume` find its model again.
     imports: tuple[str, ...] = ()
@@ -176,6 +180,8 @@ class RunConfig:
         _positive_int("batch_size", self.batch_size)
         _positive_int("checkpoint_every", self.checkpoint_every)
         _positive_int("nonfinite_patience", self.nonfinite_patience)
+        _positive_int("image_every", self.image_every)
+        require(isinstance(self.tensorboard, bool), "tensorboard must be true or false")
         require(
             isinstance(self.seed, int) and 0 <= self.seed < 2**32,
             f"seed must be an integer in [0, 2**32), got {self.seed!r}",

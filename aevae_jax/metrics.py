@@ -230,3 +230,134 @@ def summarize_seeds(per_seed: list[dict]) -> dict:
     out["std"] = std
     out["per_seed"] = per_seed
     return out
+
+
+# ------------------------------------------------------------------ detection
+
+
+def auroc(normal_scores, anomalous_scores) -> float:
+    """Area under the ROC curve of telling anomalous from normal examples by a score
+    (higher = more anomalous): P(score_anomalous > score_normal) + P(tie) / 2, computed
+    from average ranks (the Mann-Whitney U statistic), so O(n log n)."""
+    a = np.asarray(normal_scores, np.float64).ravel()
+    b = np.asarray(anomalous_scores, np.float64).ravel()
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError("AUROC needs at least one normal and one anomalous score")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("AUROC needs finite scores")
+    _, inverse, counts = np.unique(np.concatenate([a, b]), return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based, ties share their mean
+    ranks_b = average_rank[inverse[len(a) :]]
+    u = ranks_b.sum() - len(b) * (len(b) + 1) / 2.0
+    return float(u / (len(a) * len(b)))
+
+
+# ------------------------------------------------------------------ neighbours
+
+
+def _sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Squared Euclidean distances [len(a), len(b)], clipped at 0 against rounding."""
+    d = jnp.sum(a * a, 1)[:, None] - 2.0 * a @ b.T + jnp.sum(b * b, 1)[None, :]
+    return jnp.maximum(d, 0.0)
+
+
+def _chunked(fn: Callable, queries, chunk: int) -> np.ndarray:
+    """fn applied to row chunks of `queries` (padded to equal chunks, so it compiles
+    once), concatenated."""
+    queries = jnp.asarray(queries, jnp.float32)
+    n = len(queries)
+    pad = (-n) % chunk
+    padded = jnp.concatenate([queries, jnp.zeros((pad, *queries.shape[1:]), queries.dtype)])
+    parts = [np.asarray(fn(padded[i : i + chunk])) for i in range(0, n + pad, chunk)]
+    return np.concatenate(parts)[:n]
+
+
+def nearest_neighbours(queries, reference, k: int, chunk: int = 512):
+    """(squared distances [Q, k], indices [Q, k]) of each query's k nearest rows of
+    `reference`, nearest first (exact, brute force)."""
+    ref = jnp.asarray(reference, jnp.float32)
+    if k > len(ref):
+        raise ValueError(f"k = {k} neighbours asked of {len(ref)} reference points")
+    search = jax.jit(lambda q: jax.lax.top_k(-_sq_distances(q, ref), k))
+    neg, idx = [], []
+    for part in _chunk_pairs(search, queries, chunk):
+        neg.append(part[0])
+        idx.append(part[1])
+    return -np.concatenate(neg), np.concatenate(idx)
+
+
+def _chunk_pairs(fn: Callable, queries, chunk: int):
+    queries = jnp.asarray(queries, jnp.float32)
+    n = len(queries)
+    pad = (-n) % chunk
+    padded = jnp.concatenate([queries, jnp.zeros((pad, *queries.shape[1:]), queries.dtype)])
+    for i in range(0, n + pad, chunk):
+        d, j = fn(padded[i : i + chunk])
+        keep = min(chunk, n - i)
+        yield np.asarray(d)[:keep], np.asarray(j)[:keep]
+
+
+def knn_accuracy(train_codes, train_labels, test_codes, test_labels, k: int = 5) -> float:
+    """Test accuracy of a k-nearest-neighbour vote (Euclidean, on the codes as they are)
+    over the training codes; a tied vote goes to the class of the nearest tied member."""
+    _, idx = nearest_neighbours(test_codes, train_codes, k)
+    votes = np.asarray(train_labels)[idx]  # [Q, k], nearest first
+    num_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
+    counts = np.zeros((len(votes), num_classes))
+    np.add.at(counts, (np.arange(len(votes))[:, None], votes), 1.0)
+    # Break ties by the nearest neighbour: a tiny bonus that decreases with rank.
+    bonus = np.zeros_like(counts)
+    np.maximum.at(bonus, (np.arange(len(votes))[:, None], votes), (k - np.arange(k)) * 1e-3 / k)
+    pred = np.argmax(counts + bonus, axis=1)
+    return float(np.mean(pred == np.asarray(test_labels)))
+
+
+def kth_neighbour_radius(features, k: int = 3) -> np.ndarray:
+    """Distance of each row to its k-th nearest other row (itself excluded)."""
+    d, _ = nearest_neighbours(features, features, k + 1)
+    return np.sqrt(d[:, k])
+
+
+def _covered(queries, centres, radii, chunk: int = 512) -> np.ndarray:
+    """Whether each query lies within radius r_j of some centre j."""
+    c = jnp.asarray(centres, jnp.float32)
+    r2 = jnp.asarray(radii, jnp.float32) ** 2
+    inside = jax.jit(lambda q: jnp.any(_sq_distances(q, c) <= r2[None, :], axis=1))
+    return _chunked(inside, queries, chunk).astype(bool)
+
+
+def precision_recall(real_features, fake_features, k: int = 3) -> dict[str, float]:
+    """Improved precision and recall of generated samples (Kynkaanniemi et al. 2019):
+    each set's manifold is the union of balls around its points with radius the distance
+    to the k-th nearest neighbour in the same set; precision is the fraction of generated
+    points inside the real manifold, recall the fraction of real points inside the
+    generated one."""
+    real = np.asarray(real_features, np.float32)
+    fake = np.asarray(fake_features, np.float32)
+    precision = _covered(fake, real, kth_neighbour_radius(real, k)).mean()
+    recall = _covered(real, fake, kth_neighbour_radius(fake, k)).mean()
+    return {"precision": float(precision), "recall": float(recall), "pr_k": int(k)}
+
+
+# ------------------------------------------------------------------ linear baseline
+
+
+def pca_fit(x, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean [D], components [dim, D] (orthonormal rows, by decreasing variance),
+    variances [dim]) of the rows of x [N, D], from the eigendecomposition of their
+    covariance in float64."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    if not 1 <= dim <= x.shape[1]:
+        raise ValueError(f"PCA dimension must be in 1..{x.shape[1]}, got {dim}")
+    mean = x.mean(0)
+    centred = x - mean
+    cov = centred.T @ centred / max(len(x) - 1, 1)
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1][:dim]
+    return mean, vectors[:, order].T, values[order]
+
+
+def pca_project(x, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Codes [N, dim] of x [N, ...] in a fitted PCA basis."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    return ((x - mean) @ components.T).astype(np.float32)

@@ -28,7 +28,9 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 # What may differ between a run's saved config and the one that resumes it (the epoch
 # budget is checked further in train._check_epoch_change).
-RESUMABLE_FIELDS = ("epochs", "out", "checkpoint_every", "nonfinite_patience")
+RESUMABLE_FIELDS = (
+    "epochs", "out", "checkpoint_every", "nonfinite_patience", "tensorboard", "image_every"
+)
 
 
 class RunWarning(UserWarning):

@@ -170,6 +170,20 @@ def add_train_options(
         const=1,
         help="stop at the first non-finite step (--nonfinite-patience 1)",
     )
+    g.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        help="write no TensorBoard summaries (default: scalars every epoch and image grids "
+        "beside metrics.jsonl; view with `tensorboard --logdir OUT`)",
+    )
+    g.add_argument(
+        "--image-every",
+        type=int,
+        default=r.image_every,
+        help="TensorBoard image grids (reconstructions, prior samples) every N epochs and at "
+        "the last (default: %(default)s)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("devices and hosts")
     g.add_argument(
@@ -287,6 +301,8 @@ def run_config_from_args(args: argparse.Namespace, model: str, options: dict) ->
         out=args.out,
         checkpoint_every=args.checkpoint_every,
         nonfinite_patience=args.nonfinite_patience,
+        tensorboard=args.tensorboard,
+        image_every=args.image_every,
         imports=tuple(args.imports),
     )
 
@@ -861,6 +877,7 @@ def resume_defaults(known: argparse.Namespace) -> dict | None:
         warmup_steps=o.warmup_steps, weight_decay=o.weight_decay, grad_clip=o.grad_clip,
         epochs=cfg.epochs, batch_size=cfg.batch_size, checkpoint_every=cfg.checkpoint_every,
         nonfinite_patience=cfg.nonfinite_patience, seed=None if seeds else cfg.seed,
+        tensorboard=cfg.tensorboard, image_every=cfg.image_every,
         seeds=",".join(os.path.basename(s).removeprefix("seed_") for s in seeds) or None,
         saved_imports=list(cfg.imports),
         **{OPTION_PREFIX + k: v for k, v in m.options.items()},

@@ -57,7 +57,7 @@ from aevae_jax.data import (
     validate_dataset,
 )
 from aevae_jax.errors import UserError, require
-from aevae_jax.evaluate import make_epoch_test, selection_metric
+from aevae_jax.evaluate import eval_inputs, make_epoch_test, selection_metric
 from aevae_jax.models import Batch, Model, import_models, make_model, resolve
 from aevae_jax.optim import make_optimizer
 from aevae_jax.parallel import any_process, barrier, is_primary, make_placement
@@ -76,6 +76,7 @@ from aevae_jax.rundir import (
     write_config,
     write_log,
 )
+from aevae_jax.summaries import RECONSTRUCTED, Summaries, make_image_fn
 
 STREAMS = ("init", "data", "binarize", "model", "eval")
 MAIN_STAGE = "main"
@@ -548,6 +549,7 @@ def _fit_runs(cfgs, resume, dataset, progress, devices, named_out) -> list[FitRe
     )
 
     checkpoints = [RunCheckpoints(c.out) for c, _ in opened]
+    closing: list = checkpoints[:]  # closed however the loop ends
     try:
         runs, state, start_epoch = _start_runs(
             opened, checkpoints, model, plans, x_train, y_train, dataset.spec, steps_per_epoch
@@ -564,7 +566,9 @@ def _fit_runs(cfgs, resume, dataset, progress, devices, named_out) -> list[FitRe
             enabled=progress,
             leave=True,
         )
-        loop = _EpochLoop(cfg, model, plans, runs, placement, n_train, steps_per_epoch)
+        loop = _EpochLoop(cfg, model, plans, runs, placement, n_train, steps_per_epoch,
+                          start_epoch, dataset.num_classes)  # fmt: skip
+        closing.append(loop)
         with _stop_on_sigint() as stop_requested:
             for epoch in bar:
                 params, opt_states, step = loop.epoch(
@@ -584,7 +588,7 @@ def _fit_runs(cfgs, resume, dataset, progress, devices, named_out) -> list[FitRe
                         f"stopped after epoch {epoch + 1} (Ctrl-C); " + resume_hint(named_out)
                     )
     finally:
-        for c in checkpoints:
+        for c in closing:
             c.close()
     results = []
     for i, run in enumerate(runs):
@@ -673,13 +677,34 @@ class _EpochLoop:
     """One epoch of every run: train (the stage's compiled epoch), check the non-finite
     guard, test, log and checkpoint."""
 
-    def __init__(self, cfg, model, plans, runs, placement, n_train, steps_per_epoch):
+    def __init__(self, cfg, model, plans, runs, placement, n_train, steps_per_epoch,
+                 start_epoch=0, num_classes=None):  # fmt: skip
         self.cfg, self.model, self.plans, self.runs = cfg, model, plans, runs
         self.placement, self.n_train, self.steps = placement, n_train, steps_per_epoch
         self.select = selection_metric(model)
         self.together = len(runs) > 1
         self.compiled: dict[str, tuple[Callable, Callable, float]] = {}
         self.guard = self._fresh_guard()
+        on = cfg.tensorboard and is_primary()
+        self.summaries = [Summaries(r.cfg.out, on, start_epoch) for r in runs]
+        self.image_fn = make_image_fn(model, num_classes) if on else None
+
+    def close(self) -> None:
+        for s in self.summaries:
+            s.close()
+
+    def _images(self, epoch: int, params, x_test, y_test) -> None:
+        """Every run's reconstruction and sample grids, when this epoch is due."""
+        last = epoch + 1 == total_epochs(self.plans)
+        if self.image_fn is None or not ((epoch + 1) % self.cfg.image_every == 0 or last):
+            return
+        n = RECONSTRUCTED
+        x = eval_inputs(x_test[:n], self.cfg.data.binarize)
+        y = None if y_test is None else y_test[:n]
+        key = jax.random.key(self.cfg.seed)  # the same draws every epoch
+        for i, summaries in enumerate(self.summaries):
+            recon, samples = self.image_fn(self.view(i)(params), x, y, key)
+            summaries.images(epoch + 1, x, recon, samples)
 
     def _fresh_guard(self) -> Guard:
         """No streak of non-finite steps, for every run (a streak starts afresh at a
@@ -745,12 +770,14 @@ class _EpochLoop:
             run.history.append(row)
             if is_primary():
                 write_log(run.metrics_path, run.history)
+            self.summaries[self.runs.index(run)].scalars(row)
             run.checkpoints.save(
                 epoch + 1,
                 checkpoint_tree(run_params, view(opt_states), run_step, epoch + 1, run.cfg.seed),
                 test[self.select] if plan is self.plans[-1] else float("nan"),  # last stage
                 periodic,
             )
+        self._images(epoch, params, x_test, y_test)
         return params, opt_states, step
 
     def checkpoint(self, epoch, params, opt_states, step) -> None:

@@ -174,6 +174,7 @@ def add_train_options(
         "--no-tensorboard",
         dest="tensorboard",
         action="store_false",
+        default=r.tensorboard,
         help="write no TensorBoard summaries (default: scalars every epoch and image grids "
         "beside metrics.jsonl; view with `tensorboard --logdir OUT`)",
     )

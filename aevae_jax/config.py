@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 from aevae_jax.errors import UserError, require
@@ -146,6 +147,17 @@ class OptimConfig:
         )
 
 
+def tensorboard_default() -> bool:
+    """Whether runs write TensorBoard summaries unless told: yes, except where the
+    environment variable AEVAE_TENSORBOARD is 0 (or false, no, off)."""
+    return os.environ.get("AEVAE_TENSORBOARD", "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One training run: data, model, optimiser, budget, seed and output directory."""
@@ -163,7 +175,8 @@ class RunConfig:
     nonfinite_patience: int = 20
     # TensorBoard event files beside metrics.jsonl: scalars every epoch, and image grids
     # (test reconstructions, prior samples) every `image_every` epochs and at the last.
-    tensorboard: bool = True
+    # On unless the environment sets AEVAE_TENSORBOARD=0 (the test suite does).
+    tensorboard: bool = dataclasses.field(default_factory=lambda: tensorboard_default())
     image_every: int = 5
     # Modules (or .py files) that register models from outside the package; a run
     # remembers them so that `evaluate`, `sample` and `--resume` find its model again.

@@ -33,6 +33,10 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+# TensorBoard summaries cost a training run about 0.7 s (the image program's compile and
+# the PNGs): off by default here; tests/test_tensorboard.py turns them on where it checks
+# them.
+os.environ["AEVAE_TENSORBOARD"] = "0"
 
 import numpy as np
 import pytest

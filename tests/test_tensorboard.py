@@ -24,6 +24,7 @@ def cfg(out, small_npz, model="vae", epochs=3, **kw):
         epochs=epochs,
         batch_size=32,
         out=str(out),
+        tensorboard=True,  # the suite's default is off (conftest.py)
         **kw,
     )
 
@@ -63,7 +64,8 @@ def test_a_resume_does_not_draw_replayed_epochs_twice(small_npz, tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
-def test_no_tensorboard_writes_no_events(small_npz, tmp_path):
+def test_no_tensorboard_writes_no_events(small_npz, tmp_path, monkeypatch):
+    monkeypatch.setenv("AEVAE_TENSORBOARD", "1")  # on by default, as outside the suite
     out = tmp_path / "run"
     argv = ["train", "--model", "ae", "--dataset", small_npz, "--train-size", "256",
             "--hidden", "32", "--latent-dim", "4", "--batch-size", "32", "--epochs", "1",
@@ -94,3 +96,22 @@ def test_grid_lays_images_out_by_rows_with_white_gaps():
 )  # fmt: skip
 def test_scalar_tags(name, tag):
     assert scalar_tag(name) == tag
+
+
+def test_seeds_trained_together_each_get_their_summaries(small_npz, tmp_path):
+    from aevae_jax.train import fit_seeds
+
+    out = tmp_path / "seeds"
+    fit_seeds(cfg(out, small_npz, model="cvae", epochs=1), [0, 1], progress=False)
+    for seed in (0, 1):
+        acc = events(out / f"seed_{seed}")
+        assert [e.step for e in acc.Scalars("test/objective")] == [1]
+        assert [e.step for e in acc.Images("images/samples")] == [1]  # class-conditional
+
+
+def test_the_environment_sets_the_default(monkeypatch):
+    for value, on in (("0", False), ("off", False), ("1", True)):
+        monkeypatch.setenv("AEVAE_TENSORBOARD", value)
+        assert RunConfig().tensorboard is on
+    monkeypatch.delenv("AEVAE_TENSORBOARD")
+    assert RunConfig().tensorboard is True

@@ -29,7 +29,12 @@ METRICS_FILE = "metrics.jsonl"
 # What may differ between a run's saved config and the one that resumes it (the epoch
 # budget is checked further in train._check_epoch_change).
 RESUMABLE_FIELDS = (
-    "epochs", "out", "checkpoint_every", "nonfinite_patience", "tensorboard", "image_every"
+    "epochs",
+    "out",
+    "checkpoint_every",
+    "nonfinite_patience",
+    "tensorboard",
+    "image_every",
 )
 
 

@@ -178,6 +178,10 @@ class RunConfig:
     # On unless the environment sets AEVAE_TENSORBOARD=0 (the test suite does).
     tensorboard: bool = dataclasses.field(default_factory=lambda: tensorboard_default())
     image_every: int = 5
+    # Keep a best checkpoint (by the model's selection metric on the test split) beside
+    # the periodic ones. Off where only the last epoch is used (the experiments): on small
+    # training sets its saves cost more than the epochs.
+    keep_best: bool = True
     # Modules (or .py files) that register models from outside the package; a run
     # remembers them so that `evaluate`, `sample` and `--resume` find its model again.
     imports: tuple[str, ...] = ()
@@ -195,6 +199,7 @@ class RunConfig:
         _positive_int("nonfinite_patience", self.nonfinite_patience)
         _positive_int("image_every", self.image_every)
         require(isinstance(self.tensorboard, bool), "tensorboard must be true or false")
+        require(isinstance(self.keep_best, bool), "keep_best must be true or false")
         require(
             isinstance(self.seed, int) and 0 <= self.seed < 2**32,
             f"seed must be an integer in [0, 2**32), got {self.seed!r}",

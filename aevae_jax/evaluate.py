@@ -341,7 +341,7 @@ def evaluate_model(
     enc_test = encode_split(model, params, x_test, y_test, chunk)
     _require_finite(out["test_mse"], enc_test.features)
     if enc_test.log_var is not None:
-        gauss, gauss_per_image = _gaussian_code_metrics(
+        gauss, gauss_per_image = gaussian_code_metrics(
             model, params, enc_test, x_test, y_test, keys["distortion"], chunk
         )
         out.update(gauss)
@@ -436,7 +436,7 @@ def iwae_bound(model: Model, k: int) -> Callable:
     return bound
 
 
-def _gaussian_code_metrics(model, params, enc: Encoding, x, y, key, chunk):
+def gaussian_code_metrics(model, params, enc: Encoding, x, y, key, chunk):
     """Rate (analytic KL), distortion (one-sample E_q[-log p(x|z)]), per-dimension KL,
     active units and posterior widths of a diagonal-Gaussian q(z|x); and the per-image
     KL and distortion."""

@@ -190,9 +190,14 @@ def run_config(s: Setting, data: Data, model: str, latent_dim: int = 16, options
                epochs: int | None = None, **fields) -> RunConfig:  # fmt: skip
     """The RunConfig of one experiment model: the project's defaults (MLP 400 hidden,
     dynamic binarisation, Adam 1e-3, batch 128) with this latent size and options."""
+    from aevae_jax.models import resolve
+
+    # Options completed with the model's defaults, so that {} and {"beta": 4.0} are one
+    # configuration (and one cache entry) for the beta-VAE.
+    model_cfg = resolve(ModelConfig(name=model, latent_dim=latent_dim, options=dict(options or {})))
     return RunConfig(
         data=DataConfig(dataset=data.source),
-        model=ModelConfig(name=model, latent_dim=latent_dim, options=dict(options or {})),
+        model=model_cfg,
         epochs=epochs or s.epochs,
         tensorboard=s.tensorboard,
         **fields,
@@ -203,7 +208,7 @@ def cache_dir(s: Setting, cfg: RunConfig) -> str:
     """Where a config's seeds live: named by model and a digest of everything that
     shapes training (not the seed, output directory or logging)."""
     d = cfg.to_dict()
-    for key in ("seed", "out", "tensorboard", "image_every", "checkpoint_every"):
+    for key in ("seed", "out", "tensorboard", "image_every", "checkpoint_every", "keep_best"):
         d.pop(key, None)
     digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
     return os.path.join(s.cache, f"{cfg.model.name}-L{cfg.model.latent_dim}-{digest}")
@@ -213,7 +218,8 @@ def trained(s: Setting, data: Data, cfg: RunConfig) -> list[FitResult]:
     """Every seed of `cfg` trained (or read back from the cache, or resumed there),
     trained together in one compiled program."""
     out = cache_dir(s, cfg)
-    cfg = dataclasses.replace(cfg, out=out, checkpoint_every=max(cfg.epochs, 1))
+    # Only the last epoch is used: one checkpoint per stage's end, no best checkpoint.
+    cfg = dataclasses.replace(cfg, out=out, checkpoint_every=cfg.epochs, keep_best=False)
     resume = any(has_run(os.path.join(out, f"seed_{seed}")) for seed in s.seeds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RunWarning)  # a seed added to a cached model

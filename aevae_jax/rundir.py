@@ -35,6 +35,7 @@ RESUMABLE_FIELDS = (
     "nonfinite_patience",
     "tensorboard",
     "image_every",
+    "keep_best",
 )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 import signal
 import sys
@@ -774,7 +775,8 @@ class _EpochLoop:
             run.checkpoints.save(
                 epoch + 1,
                 checkpoint_tree(run_params, view(opt_states), run_step, epoch + 1, run.cfg.seed),
-                test[self.select] if plan is self.plans[-1] else float("nan"),  # last stage
+                # the best checkpoint: scored in the last stage only, and when kept
+                test[self.select] if plan is self.plans[-1] and self.cfg.keep_best else math.nan,
                 periodic,
             )
         self._images(epoch, params, x_test, y_test)

@@ -4,6 +4,7 @@ clear error when none is usable); the best checkpoint still tracks the best epoc
 a resume; a run directory that was moved, copied or is named another way resumes,
 evaluates and samples; a damaged config.json or metrics.jsonl is named, not a traceback."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -249,3 +250,16 @@ def test_a_checkpoint_with_non_finite_parameters_is_refused_by_evaluate_and_samp
     nan_params = jax.tree.map(lambda a: a * np.nan, params)
     with pytest.raises(UserError, match="not finite: its parameters have diverged"):
         evaluate_model(model, nan_params, tiny, "none", jax.random.key(0), iwae_k=2)
+
+
+def test_without_keep_best_only_periodic_checkpoints_are_saved(small_data, tmp_path):
+    cfg = dataclasses.replace(tiny_cfg(tmp_path / "run", epochs=2, checkpoint_every=2),
+                              keep_best=False)  # fmt: skip
+    fit(cfg, dataset=small_data, progress=False)
+    checkpoints = RunCheckpoints(cfg.out)
+    try:
+        assert checkpoints.best.best_step() is None
+        assert checkpoints.latest_epoch() == 2
+    finally:
+        checkpoints.close()
+    assert load_run(cfg.out, "best", dataset=small_data).which == "latest"

@@ -39,6 +39,8 @@ import numpy as np
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
 from aevae_jax.data import Dataset, load_dataset
 from aevae_jax.errors import UserError, require
+from aevae_jax.evaluate import SplitMap, iwae_bound, reconstruction_errors
+from aevae_jax.evaluate import one as single
 from aevae_jax.rundir import RunWarning, has_run
 from aevae_jax.train import FitResult, fit_seeds
 
@@ -237,33 +239,60 @@ def inputs(x, binarize: str = "dynamic", split: str = "test") -> jax.Array:
     return eval_inputs(jnp.asarray(x), binarize, TEST_SPLIT if split == "test" else TRAIN_SPLIT)
 
 
+class _ScoreMaps:
+    """A model's compiled per-image maps (`evaluate.SplitMap`s), built once per model
+    object, so that its seeds and every input set reuse one compiled program per shape."""
+
+    def __init__(self, model):
+        def sse(p, xi, yi, i):
+            return reconstruction_errors(model, p, single(xi, yi))["mse"][0]
+
+        def encode(p, xi, yi, i):
+            return jax.tree.map(lambda a: a[0], model.encode(p, single(xi, yi)))
+
+        self.model = model
+        self.sse, self.encode = SplitMap(sse), SplitMap(encode)
+        self._bounds: dict[int, SplitMap] = {}
+
+    def bound(self, k: int):
+        if k not in self._bounds:
+            self._bounds[k] = SplitMap(iwae_bound(self.model, k), 100, block=500)
+        return self._bounds[k]
+
+
+_SCORE_MAPS: dict[int, _ScoreMaps] = {}
+
+
+def _score_maps(model) -> _ScoreMaps:
+    maps = _SCORE_MAPS.get(id(model))
+    if maps is None or maps.model is not model:
+        maps = _SCORE_MAPS[id(model)] = _ScoreMaps(model)
+    return maps
+
+
 def scores(result: FitResult, x: jax.Array, key: jax.Array | None, iwae_k: int = 0,
            y=None, progress: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
     """Per-image numbers of a trained model on model inputs x [N, H, W, C]:
     recon_sse (squared error of the reconstruction through the code, summed over
     pixels); where q(z|x) is Gaussian, posterior_var (exp(log_var) averaged over the
     latent dimensions); where the model has a likelihood bound and a key is given,
-    neg_elbo (K = 1) and,
-    with iwae_k > 0, nll_iwae (K = iwae_k; 1 for point posteriors, where it is exact)."""
-    from aevae_jax.evaluate import SplitMap, encode_split, iwae_bound, reconstruction_errors
-    from aevae_jax.evaluate import one as single
-
+    neg_elbo (K = 1) and, with iwae_k > 0, nll_iwae (K = iwae_k; 1 for point
+    posteriors, where it is exact). The compiled maps are kept per model object."""
     model, params = result.model, result.params
+    maps = _score_maps(model)
     data = (x, y)
-    sse = lambda p, xi, yi, i: reconstruction_errors(model, p, single(xi, yi))["mse"][0]
-    out = {"recon_sse": np.asarray(SplitMap(sse)(params, data))}
-    enc = encode_split(model, params, x, y)
+    out = {"recon_sse": np.asarray(maps.sse(params, data))}
+    enc = maps.encode(params, data)
     if enc.log_var is not None:
         var = np.exp(np.asarray(enc.log_var, np.float64)).reshape(len(x), -1)
         out["posterior_var"] = var.mean(1)
     if model.log_importance_weights is not None and key is not None:
-        bound = lambda k: SplitMap(iwae_bound(model, k), 100, block=500)
         elbo_key, iwae_key = jax.random.split(key)
-        out["neg_elbo"] = -np.asarray(bound(1)((params, elbo_key), data))
+        out["neg_elbo"] = -np.asarray(maps.bound(1)((params, elbo_key), data))
         if iwae_k:
             k = 1 if model.point_posterior else iwae_k
             out["nll_iwae"] = -np.asarray(
-                bound(k)((params, iwae_key), data, desc=f"IWAE K={k}", progress=progress)
+                maps.bound(k)((params, iwae_key), data, desc=f"IWAE K={k}", progress=progress)
             )
     return out
 

@@ -6,6 +6,7 @@ Nothing here knows about models or data sets; evaluate.py feeds them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -112,31 +113,35 @@ def psnr(squared_error_sum: jax.Array, pixels: int) -> jax.Array:
 # ------------------------------------------------------------------ linear probe
 
 
+@functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
+def _fit_probe(a, labels, num_classes: int, steps: int):
+    """Multinomial logistic regression on codes a [N, D], full batch, Adam (lr 0.05,
+    weight decay 1e-4); the codes are arguments, never constants of the program."""
+    import optax
+
+    params = {"w": jnp.zeros((a.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
+    tx = optax.adamw(0.05, weight_decay=1e-4)
+
+    def loss(p):
+        logits = a @ p["w"] + p["b"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    def step(carry, _):
+        p, s = carry
+        u, s = tx.update(jax.grad(loss)(p), s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    return jax.lax.scan(step, (params, tx.init(params)), None, length=steps)[0][0]
+
+
 def linear_probe_accuracy(
     train_codes, train_labels, test_codes, test_labels, num_classes: int, steps: int = 500
 ) -> float:
     """Test accuracy of multinomial logistic regression on standardised codes, fitted
     full-batch with Adam (lr 0.05, weight decay 1e-4) for `steps` steps."""
-    import optax
-
     mu, sd = jnp.mean(train_codes, 0), jnp.std(train_codes, 0) + 1e-6
     a, b = (train_codes - mu) / sd, (test_codes - mu) / sd
-    params = {"w": jnp.zeros((a.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
-    tx = optax.adamw(0.05, weight_decay=1e-4)
-
-    def fit(params, a, labels):  # the codes are arguments, never constants of the program
-        def loss(p):
-            logits = a @ p["w"] + p["b"]
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-        def step(carry, _):
-            p, s = carry
-            u, s = tx.update(jax.grad(loss)(p), s, p)
-            return (optax.apply_updates(p, u), s), None
-
-        return jax.lax.scan(step, (params, tx.init(params)), None, length=steps)[0][0]
-
-    params = jax.jit(fit)(params, a, jnp.asarray(train_labels))
+    params = _fit_probe(a, jnp.asarray(train_labels), num_classes, steps)
     pred = jnp.argmax(b @ params["w"] + params["b"], axis=1)
     return float(jnp.mean(pred == jnp.asarray(test_labels)))
 
@@ -261,15 +266,19 @@ def _sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.maximum(d, 0.0)
 
 
-def _chunked(fn: Callable, queries, chunk: int) -> np.ndarray:
-    """fn applied to row chunks of `queries` (padded to equal chunks, so it compiles
-    once), concatenated."""
-    queries = jnp.asarray(queries, jnp.float32)
-    n = len(queries)
-    pad = (-n) % chunk
-    padded = jnp.concatenate([queries, jnp.zeros((pad, *queries.shape[1:]), queries.dtype)])
-    parts = [np.asarray(fn(padded[i : i + chunk])) for i in range(0, n + pad, chunk)]
-    return np.concatenate(parts)[:n]
+def _row_chunks(queries, chunk: int):
+    """(rows [chunk, ...] float32, how many of them are real) over `queries`, the last
+    chunk padded with zeros: every chunk has one shape, so each program compiles once."""
+    q = np.asarray(queries, np.float32)
+    n = len(q)
+    padded = np.concatenate([q, np.zeros(((-n) % chunk, *q.shape[1:]), np.float32)])
+    for i in range(0, len(padded), chunk):
+        yield jnp.asarray(padded[i : i + chunk]), min(chunk, n - i)
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _nearest_chunk(queries, reference, k: int):
+    return jax.lax.top_k(-_sq_distances(queries, reference), k)
 
 
 def nearest_neighbours(queries, reference, k: int, chunk: int = 512):
@@ -278,23 +287,12 @@ def nearest_neighbours(queries, reference, k: int, chunk: int = 512):
     ref = jnp.asarray(reference, jnp.float32)
     if k > len(ref):
         raise ValueError(f"k = {k} neighbours asked of {len(ref)} reference points")
-    search = jax.jit(lambda q: jax.lax.top_k(-_sq_distances(q, ref), k))
     neg, idx = [], []
-    for part in _chunk_pairs(search, queries, chunk):
-        neg.append(part[0])
-        idx.append(part[1])
+    for rows, keep in _row_chunks(queries, chunk):
+        d, j = _nearest_chunk(rows, ref, k)
+        neg.append(np.asarray(d)[:keep])
+        idx.append(np.asarray(j)[:keep])
     return -np.concatenate(neg), np.concatenate(idx)
-
-
-def _chunk_pairs(fn: Callable, queries, chunk: int):
-    queries = jnp.asarray(queries, jnp.float32)
-    n = len(queries)
-    pad = (-n) % chunk
-    padded = jnp.concatenate([queries, jnp.zeros((pad, *queries.shape[1:]), queries.dtype)])
-    for i in range(0, n + pad, chunk):
-        d, j = fn(padded[i : i + chunk])
-        keep = min(chunk, n - i)
-        yield np.asarray(d)[:keep], np.asarray(j)[:keep]
 
 
 def knn_accuracy(train_codes, train_labels, test_codes, test_labels, k: int = 5) -> float:
@@ -318,12 +316,17 @@ def kth_neighbour_radius(features, k: int = 3) -> np.ndarray:
     return np.sqrt(d[:, k])
 
 
+@jax.jit
+def _covered_chunk(queries, centres, radii_sq):
+    return jnp.any(_sq_distances(queries, centres) <= radii_sq[None, :], axis=1)
+
+
 def _covered(queries, centres, radii, chunk: int = 512) -> np.ndarray:
     """Whether each query lies within radius r_j of some centre j."""
     c = jnp.asarray(centres, jnp.float32)
     r2 = jnp.asarray(radii, jnp.float32) ** 2
-    inside = jax.jit(lambda q: jnp.any(_sq_distances(q, c) <= r2[None, :], axis=1))
-    return _chunked(inside, queries, chunk).astype(bool)
+    chunks = _row_chunks(queries, chunk)
+    return np.concatenate([np.asarray(_covered_chunk(q, c, r2))[:keep] for q, keep in chunks])
 
 
 def precision_recall(real_features, fake_features, k: int = 3) -> dict[str, float]:

@@ -15,10 +15,11 @@ test accuracy on the whole test split, and how often the real-only classifier ag
 with the label a sample was generated for.
 
 Seeds: seed s trains CVAE s (all seeds together), draws its samples and initialises
-both classifiers; the labelled subset is the same. The trainer saves a checkpoint per
-epoch, so a subset smaller than 6,000 images is stored repeated until it has 6,000 rows
-(the CVAE sees only its own images, with a fresh binarization each time); --epochs
-counts epochs of those rows (40: about 1,900 steps).
+both classifiers; the labelled subset is the same. Each epoch ends with a test pass
+and a log row, which would cost more than a 600-image epoch, so a subset smaller than
+6,000 images is stored repeated until it has 6,000 rows (the CVAE sees only its own
+images, with a fresh binarization each time); --epochs counts epochs of those rows (40:
+about 1,900 steps).
 
 --quick uses 100 labelled images (10 per class) of the quick subset and 20 classifier
 steps.

@@ -1,0 +1,96 @@
+"""Write experiments/README.md from the experiments' own result files.
+
+Each experiment writes experiments/results/<name>/<name>.md (its command, runtime,
+tables, verdicts and figures) and <name>.json; this script puts them under one
+introduction, in the order of experiments/run_all.sh, with the figure links made
+relative to experiments/. Nothing here is typed by hand but the introduction: every
+number in the README comes from a result file.
+
+    python experiments/collect.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# (name, the article's claim it tests), in run_all.sh's order.
+EXPERIMENTS = (
+    ("latent_2d", "a VAE's latent space is continuous and organised, an AE's need not be"),
+    ("denoising", "autoencoders are for denoising"),
+    ("uncertainty", "VAEs model uncertainty"),
+    ("rate_distortion", "the KL term trades reconstruction for a regular latent space"),
+    ("generation", "VAEs generate; AEs have limited generative ability"),
+    ("augmentation", "VAEs are for data augmentation"),
+    ("representation", "autoencoders learn features and reduce dimension"),
+    ("anomaly", "both serve anomaly detection"),
+)
+
+INTRO = """# Experiments: the article's advice, measured
+
+The article ends with advice: autoencoders to compress or clean data and learn features,
+VAEs to generate, augment data and model uncertainty, both for anomaly detection. Each
+claim is one script here, one command, that writes a markdown table, a JSON file and
+figures to `experiments/results/<name>/`. This file is assembled from those files by
+`python experiments/collect.py`; README.md sums the verdicts up claim by claim.
+
+**Protocol.** Fashion-MNIST (60,000 training and 10,000 test images), binarized as in
+the main job (dynamic binarization in training, one fixed draw for the test images),
+the project's MLP backbone (400 hidden units, ReLU), a 16-dimensional code unless an
+experiment varies it, Adam 1e-3, batch 128, 10 epochs unless the experiment says
+otherwise (the main job trains 30). Every model is trained with seeds 0, 1 and 2 at once,
+as one compiled program (`aevae train --seeds`), and every number is the mean ± sample
+standard deviation over the three seeds. **A verdict states a difference only when the
+gap between two means exceeds the sum of their standard deviations over seeds**
+(`experiment.differs`); otherwise it says there is no measurable difference. Only
+the last epoch of each model is used (no selection on the test split).
+
+**Shared models.** Trained models are cached by configuration under
+`runs/experiments/cache/` (not committed): the latent-16 AE and VAE serve five of the
+experiments, and a second run of any script reads its models back. `bash
+experiments/run_all.sh` runs the eight in the order below; the runtimes given are for
+that order on this project's 2-core CPU, so an experiment that found its models cached
+is faster than it would be alone (each section says what it trained). Every training
+run also writes TensorBoard summaries (`tensorboard --logdir runs/experiments/cache`).
+
+**Quick mode.** `--quick` trains one epoch on 1,024 training and 512 test images (fewer
+models, classes or sizes where the script says so), in under a minute each; the test
+suite runs every script that way. Its numbers mean nothing.
+
+| experiment | the article's claim it tests | command | runtime |
+|---|---|---|---|
+"""
+
+
+def section(name: str) -> tuple[str, dict]:
+    directory = os.path.join(HERE, "results", name)
+    with open(os.path.join(directory, f"{name}.md")) as f:
+        text = f.read()
+    with open(os.path.join(directory, f"{name}.json")) as f:
+        record = json.load(f)
+    # Figures are linked from the results directory: make them relative to experiments/.
+    text = re.sub(r"\]\((?!https?:)([^)/]+\.png)\)", rf"](results/{name}/\1)", text)
+    return text, record
+
+
+def main() -> None:
+    rows, sections = [], []
+    for name, claim in EXPERIMENTS:
+        if not os.path.exists(os.path.join(HERE, "results", name, f"{name}.json")):
+            rows.append(f"| {name} | {claim} | `python experiments/{name}.py` | not run yet |")
+            continue
+        text, record = section(name)
+        minutes = record["seconds"] / 60
+        rows.append(f"| [{name}](#{name}) | {claim} | `python experiments/{name}.py` "
+                    f"| {minutes:.1f} min |")  # fmt: skip
+        sections.append(f'<a id="{name}"></a>\n\n{text}')
+    readme = INTRO + "\n".join(rows) + "\n\n" + "\n\n".join(sections)
+    with open(os.path.join(HERE, "README.md"), "w") as f:
+        f.write(readme)
+    print(f"wrote {os.path.join(HERE, 'README.md')}")
+
+
+if __name__ == "__main__":
+    main()

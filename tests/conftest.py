@@ -78,3 +78,10 @@ def small_data(small_npz):
     """The small .npz subset loaded: 2048 training and 512 test images, so that per-epoch
     test passes cost little."""
     return load_dataset(small_npz)
+
+
+@pytest.fixture(scope="session")
+def experiment_cache(tmp_path_factory):
+    """The experiments' cache of trained models, one per pytest worker: the quick AE and
+    VAE that several experiments share train once per worker, not once per test file."""
+    return str(tmp_path_factory.mktemp("experiment-cache"))

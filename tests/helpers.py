@@ -1,4 +1,9 @@
-"""Tiny models and hand computations (NumPy, float64) shared by the model tests."""
+"""Tiny models and hand computations (NumPy, float64) shared by the model tests, and
+the loader of the experiments/ scripts."""
+
+import importlib.util
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -39,3 +44,18 @@ def elbo_terms_by_hand(model, params, batch, key):
     recon = bernoulli_nll_by_hand(logits, batch.x)
     kl = 0.5 * (np.exp(log_var) + mean**2 - 1 - log_var).sum(1)
     return recon, kl
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name: str):
+    """experiments/<name>.py as a module (registered in sys.modules, where dataclasses
+    look their module up)."""
+    spec = importlib.util.spec_from_file_location(
+        f"experiment_{name}", os.path.join(ROOT, "experiments", f"{name}.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 verdict rule by hand, option checks, the training cache's key, and latent_2d.py's quick
 mode end to end."""
 
-import importlib.util
 import json
 import os
 
@@ -13,17 +12,7 @@ from aevae_jax import Batch
 from aevae_jax import experiment as X
 from aevae_jax.data import load_dataset
 from aevae_jax.errors import UserError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def script(name):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(ROOT, "experiments", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 def test_mean_std_and_pm_by_hand():
@@ -95,7 +84,7 @@ def test_latent_2d_quick_end_to_end(small_npz, tmp_path):
     out = tmp_path / "out"
     argv = ["--quick", "--dataset", small_npz, "--out", str(out), "--cache",
             str(tmp_path / "cache"), "--quiet", "--no-tensorboard"]  # fmt: skip
-    record = script("latent_2d").main(argv)
+    record = load_script("latent_2d").main(argv)
     saved = json.loads((out / "latent_2d.json").read_text())
     assert saved["seeds"] == [0, 1, 2] and saved["quick"] is True
     for name in ("ae", "vae"):
@@ -109,7 +98,7 @@ def test_latent_2d_quick_end_to_end(small_npz, tmp_path):
     assert "| kNN accuracy (%) |" in text and "![" in text
     assert (out / "latent_2d.png").stat().st_size > 10_000
     # a second run reads both models back from the cache: no training
-    assert script("latent_2d").main(argv)["per_seed"] == record["per_seed"]
+    assert load_script("latent_2d").main(argv)["per_seed"] == record["per_seed"]
 
 
 def test_scores_match_the_evaluator_per_image(small_data, tmp_path):

@@ -2,9 +2,7 @@
 experiments/uncertainty.py, sharing one model cache), the offline OOD sets of
 aevae_jax/ood.py, and the rank correlation the uncertainty experiment adds."""
 
-import importlib.util
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,22 +10,12 @@ import numpy as np
 import pytest
 
 from aevae_jax import ood
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"experiment_{name}", os.path.join(ROOT, "experiments", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("detection-cache"))
+def cache(experiment_cache):
+    return experiment_cache
 
 
 def _quick(small_npz, out, cache) -> list[str]:
@@ -113,7 +101,7 @@ def test_score_sets_splits_one_call_back_into_sets():
 def test_spearman_matches_scipy_with_ties():
     from scipy.stats import spearmanr
 
-    unc = _script("uncertainty")
+    unc = load_script("uncertainty")
     rng = np.random.default_rng(3)
     a = rng.integers(0, 5, 60).astype(float)  # many ties
     b = a + rng.normal(size=60)
@@ -124,7 +112,7 @@ def test_spearman_matches_scipy_with_ties():
 
 
 def test_uncertainty_verdicts_by_hand():
-    unc = _script("uncertainty")
+    unc = load_script("uncertainty")
     seeds = lambda m, sd=0.01: [m - sd, m, m + sd]
     row = {f"{m}/{k}/auroc": seeds(0.9) for m, k, _ in unc.SCORES}
     row["vae/posterior_var/auroc"] = seeds(0.2)
@@ -144,7 +132,7 @@ def test_uncertainty_verdicts_by_hand():
 
 
 def test_anomaly_verdicts_follow_the_seed_spread():
-    an = _script("anomaly")
+    an = load_script("anomaly")
     seeds = lambda m, sd=0.01: [m - sd, m, m + sd]  # mean m, std sd
     table = {
         "ae": {"recon_sse": {0: seeds(0.80), 1: seeds(0.90)}},
@@ -171,7 +159,7 @@ def test_anomaly_verdicts_follow_the_seed_spread():
 
 def test_anomaly_quick(small_npz, cache, tmp_path):
     out = tmp_path / "anomaly"
-    record = _script("anomaly").main(_quick(small_npz, out, cache))
+    record = load_script("anomaly").main(_quick(small_npz, out, cache))
     for f in ("anomaly.md", "anomaly.json", "anomaly_one_class.png", "anomaly_ood.png"):
         assert (out / f).is_file(), f
     saved = json.loads((out / "anomaly.json").read_text())
@@ -198,7 +186,7 @@ def test_anomaly_quick(small_npz, cache, tmp_path):
 
 def test_uncertainty_quick(small_npz, cache, tmp_path):
     out = tmp_path / "uncertainty"
-    record = _script("uncertainty").main(_quick(small_npz, out, cache))
+    record = load_script("uncertainty").main(_quick(small_npz, out, cache))
     for f in ("uncertainty.md", "uncertainty.json", "uncertainty.png"):
         assert (out / f).is_file(), f
     per_set = json.loads((out / "uncertainty.json").read_text())["per_set"]

@@ -2,30 +2,20 @@
 on a small real subset, sharing one model cache (the quick AE and VAE at latent 16
 serve both), and their own formulas against NumPy."""
 
-import importlib.util
 import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-
-
-def load_script(name: str):
-    path = os.path.join(ROOT, "experiments", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"experiment_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("features_cache"))
+def cache(experiment_cache):
+    return experiment_cache
 
 
 def quick_argv(small_npz, out, cache) -> list[str]:

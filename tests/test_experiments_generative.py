@@ -2,36 +2,24 @@
 (experiments/generation.py, augmentation.py, rate_distortion.py), sharing one model
 cache so the standard AE and VAE train once; and their own small formulas by hand."""
 
-import importlib.util
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"experiment_{name}", os.path.join(ROOT, "experiments", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("experiment_cache"))
+def cache(experiment_cache):
+    return experiment_cache
 
 
 def run_quick(name: str, small_npz: str, out, cache: str, *extra: str) -> tuple[dict, str]:
     out = str(out)
-    record = load(name).main(
+    record = load_script(name).main(
         [
             "--quick",
             "--dataset",
@@ -48,7 +36,7 @@ def run_quick(name: str, small_npz: str, out, cache: str, *extra: str) -> tuple[
     for suffix in (".md", ".json"):
         assert os.path.exists(os.path.join(out, name + suffix))
     with open(os.path.join(out, f"{name}.json")) as f:
-        assert json.load(f)["experiment"] == name  # valid JSON, no NaN
+        assert json.load_script(f)["experiment"] == name  # valid JSON, no NaN
     return record, out
 
 
@@ -107,13 +95,13 @@ def test_augmentation_quick(small_npz, cache, tmp_path):
     assert len(record["verdicts"]) == 1 and "with 100 labels" in record["verdicts"][0]
     assert os.path.getsize(os.path.join(out, "cvae_samples.png")) > 1000
     # the CVAE trained on the 100 labelled images only, stored repeated to 6,000 rows
-    stored = np.load(os.path.join(cache, "data", "fmnist_small-quick-labelled100x60.npz"))
+    stored = np.load_script(os.path.join(cache, "data", "fmnist_small-quick-labelled100x60.npz"))
     assert len(stored["x_train"]) == 6000
     assert np.array_equal(np.bincount(stored["y_train"]), np.full(10, 600))
 
 
 def test_balanced_indices_by_hand():
-    aug = load("augmentation")
+    aug = load_script("augmentation")
     labels = np.array([2, 0, 1, 0, 2, 1, 1, 0, 2, 2])
     assert aug.balanced_indices(labels, 6, 3).tolist() == [0, 1, 2, 3, 4, 5]
     assert aug.balanced_indices(labels, 3, 3).tolist() == [0, 1, 2]
@@ -122,7 +110,7 @@ def test_balanced_indices_by_hand():
 
 
 def test_rate_distortion_steps_and_sentences():
-    rd = load("rate_distortion")
+    rd = load_script("rate_distortion")
     per_beta = {
         0.5: [{"kl": 10.0}, {"kl": 11.0}, {"kl": 12.0}],  # mean 11, std 1
         1.0: [{"kl": 5.0}, {"kl": 6.0}, {"kl": 7.0}],  # mean 6, std 1: a fall of 5 > 2

@@ -97,8 +97,11 @@ def test_latent_2d_quick_end_to_end(small_npz, tmp_path):
     text = (out / "latent_2d.md").read_text()
     assert "| kNN accuracy (%) |" in text and "![" in text
     assert (out / "latent_2d.png").stat().st_size > 10_000
-    # a second run reads both models back from the cache: no training
-    assert load_script("latent_2d").main(argv)["per_seed"] == record["per_seed"]
+    # both models are in the cache, named by model and latent size, each with its seeds
+    cached = sorted(d for d in os.listdir(tmp_path / "cache") if d not in ("data", "jax"))
+    assert [d.split("-")[:2] for d in cached] == [["ae", "L2"], ["vae", "L2"]]
+    for d in cached:
+        assert sorted(os.listdir(tmp_path / "cache" / d)) == ["seed_0", "seed_1", "seed_2"]
 
 
 def test_scores_match_the_evaluator_per_image(small_data, tmp_path):

@@ -36,7 +36,7 @@ def run_quick(name: str, small_npz: str, out, cache: str, *extra: str) -> tuple[
     for suffix in (".md", ".json"):
         assert os.path.exists(os.path.join(out, name + suffix))
     with open(os.path.join(out, f"{name}.json")) as f:
-        assert json.load_script(f)["experiment"] == name  # valid JSON, no NaN
+        assert json.load(f)["experiment"] == name  # valid JSON, no NaN
     return record, out
 
 
@@ -95,7 +95,7 @@ def test_augmentation_quick(small_npz, cache, tmp_path):
     assert len(record["verdicts"]) == 1 and "with 100 labels" in record["verdicts"][0]
     assert os.path.getsize(os.path.join(out, "cvae_samples.png")) > 1000
     # the CVAE trained on the 100 labelled images only, stored repeated to 6,000 rows
-    stored = np.load_script(os.path.join(cache, "data", "fmnist_small-quick-labelled100x60.npz"))
+    stored = np.load(os.path.join(cache, "data", "fmnist_small-quick-labelled100x60.npz"))
     assert len(stored["x_train"]) == 6000
     assert np.array_equal(np.bincount(stored["y_train"]), np.full(10, 600))
 

@@ -250,11 +250,24 @@ def auroc(normal_scores, anomalous_scores) -> float:
         raise ValueError("AUROC needs at least one normal and one anomalous score")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("AUROC needs finite scores")
-    _, inverse, counts = np.unique(np.concatenate([a, b]), return_inverse=True, return_counts=True)
-    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based, ties share their mean
-    ranks_b = average_rank[inverse[len(a) :]]
+    ranks_b = average_ranks(np.concatenate([a, b]))[len(a) :]
     u = ranks_b.sum() - len(b) * (len(b) + 1) / 2.0
     return float(u / (len(a) * len(b)))
+
+
+def average_ranks(values) -> np.ndarray:
+    """1-based ranks of `values`, tied values sharing their average rank."""
+    _, inverse, counts = np.unique(
+        np.asarray(values, np.float64), return_inverse=True, return_counts=True
+    )
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the average ranks."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
 
 
 # ------------------------------------------------------------------ neighbours

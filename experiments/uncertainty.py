@@ -94,21 +94,6 @@ def input_sets(ds, n: int) -> dict[str, jax.Array]:
     return sets
 
 
-def ranks(v: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank."""
-    _, inverse, counts = np.unique(
-        np.asarray(v, np.float64), return_inverse=True, return_counts=True
-    )
-    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
-
-
-def spearman(a, b) -> float:
-    """Spearman's rank correlation: Pearson's correlation of the (average) ranks."""
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-
-
 def scorer(s, result, key) -> Callable:
     """inputs -> per-image scores of one trained seed (with a key: ELBO and IWAE too)."""
     return lambda x: X.scores(
@@ -143,7 +128,7 @@ def summaries(per_seed: list[dict]) -> dict:
                 row[f"{m}/{k}/auroc"] = [M.auroc(a, b) for a, b in zip(ins, vals, strict=True)]
         for k in ("posterior_var", "nll_iwae"):
             row[f"rho/{k}"] = [
-                spearman(seed[name][("vae", k)], seed[name][("vae", "recon_sse")])
+                M.spearman(seed[name][("vae", k)], seed[name][("vae", "recon_sse")])
                 for seed in per_seed
             ]
         out[name] = row

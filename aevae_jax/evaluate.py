@@ -223,10 +223,14 @@ def inpainting_mask(key: jax.Array, image_shape: tuple[int, ...]) -> jax.Array |
     return pixel_mask(patch_mask(key, 1, grid, EVAL_MASK_RATIO), EVAL_PATCH)[0]
 
 
+def encode_example(model: Model) -> Callable:
+    """(params, x, y, index) -> the Encoding of one example, for SplitMap."""
+    return lambda p, xi, yi, i: jax.tree.map(lambda a: a[0], model.encode(p, one(xi, yi)))
+
+
 def encode_split(model: Model, params, x: jax.Array, y=None, chunk: int = 500) -> Encoding:
     """Encoding of every example of model inputs x [N, H, W, C] (labels y), in chunks."""
-    fn = lambda p, xi, yi, i: jax.tree.map(lambda a: a[0], model.encode(p, one(xi, yi)))
-    return SplitMap(fn, chunk)(params, (x, y))
+    return SplitMap(encode_example(model), chunk)(params, (x, y))
 
 
 # ------------------------------------------------------------------ IWAE likelihood

@@ -39,7 +39,7 @@ import numpy as np
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
 from aevae_jax.data import Dataset, load_dataset
 from aevae_jax.errors import UserError, require
-from aevae_jax.evaluate import SplitMap, iwae_bound, reconstruction_errors
+from aevae_jax.evaluate import SplitMap, encode_example, iwae_bound, reconstruction_errors
 from aevae_jax.evaluate import one as single
 from aevae_jax.rundir import RunWarning, has_run
 from aevae_jax.train import FitResult, fit_seeds
@@ -247,11 +247,8 @@ class _ScoreMaps:
         def sse(p, xi, yi, i):
             return reconstruction_errors(model, p, single(xi, yi))["mse"][0]
 
-        def encode(p, xi, yi, i):
-            return jax.tree.map(lambda a: a[0], model.encode(p, single(xi, yi)))
-
         self.model = model
-        self.sse, self.encode = SplitMap(sse), SplitMap(encode)
+        self.sse, self.encode = SplitMap(sse), SplitMap(encode_example(model))
         self._bounds: dict[int, SplitMap] = {}
 
     def bound(self, k: int):

@@ -18,9 +18,10 @@ Public API (heavy modules such as tfds load only when data is loaded):
 """
 
 from aevae_jax.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-from aevae_jax.data import Dataset, DataSpec, load_dataset, preprocess
+from aevae_jax.data.dataset import Dataset, DataSpec, load_dataset, preprocess
 from aevae_jax.errors import UserError
-from aevae_jax.evaluate import evaluate_model, iwae_log_likelihood
+from aevae_jax.evaluate.evaluation import evaluate_model, iwae_log_likelihood
+from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images
 from aevae_jax.models import (
     Batch,
     Encoding,
@@ -32,11 +33,8 @@ from aevae_jax.models import (
     model_names,
     register,
 )
-from aevae_jax.optim import frozen, make_optimizer, param_groups
-from aevae_jax.parallel import Placement, initialize_distributed, make_placement
-from aevae_jax.runs import LoadedRun, load_run
-from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
-from aevae_jax.train import (
+from aevae_jax.nn.optim import frozen, make_optimizer, param_groups
+from aevae_jax.train.fit import (
     FitResult,
     fit,
     fit_seeds,
@@ -44,6 +42,8 @@ from aevae_jax.train import (
     make_streams,
     make_train_epoch,
 )
+from aevae_jax.train.parallel import Placement, initialize_distributed, make_placement
+from aevae_jax.train.runs import LoadedRun, load_run
 
 __all__ = [
     "Batch",
@@ -88,7 +88,7 @@ __all__ = [
 ]
 
 # The comparison and the zoo bring matplotlib and the classifier: imported on first use.
-_LAZY = {"run_compare": "aevae_jax.compare", "run_zoo": "aevae_jax.zoo"}
+_LAZY = {"run_compare": "aevae_jax.study.compare", "run_zoo": "aevae_jax.study.zoo"}
 
 
 def __getattr__(name: str):

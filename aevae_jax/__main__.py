@@ -1,5 +1,5 @@
 import sys
 
-from aevae_jax.cli import main
+from aevae_jax.cli.main import main
 
 sys.exit(main())

@@ -2,9 +2,9 @@
 
 For each model, backbone (mlp, conv) and batch size it measures the project's training
 step two ways, each after compilation:
-- `step_ms_scan`: inside the epoch's `lax.scan` (aevae_jax.train.make_train_epoch, how
+- `step_ms_scan`: inside the epoch's `lax.scan` (aevae_jax.train.fit.make_train_epoch, how
   `aevae train` runs);
-- `step_ms_jit`: as one jitted call per step (aevae_jax.train.make_train_step, jitted
+- `step_ms_jit`: as one jitted call per step (aevae_jax.train.fit.make_train_step, jitted
   with the state donated), as a user's own loop would call it;
 and beside them, in the same process and interleaved round by round (so that every
 side sees the same machine load):
@@ -57,17 +57,17 @@ from minimal_jax import make_minimal_vae_step
 from torch_baselines import import_torch, make_torch_step
 
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.conv import resolve_impl
-from aevae_jax.data import DataSpec, load_dataset
+from aevae_jax.data.dataset import DataSpec, load_dataset
 from aevae_jax.errors import UserError
 from aevae_jax.models import make_model, model_names
-from aevae_jax.timing import (
+from aevae_jax.nn.conv import resolve_impl
+from aevae_jax.study.timing import (
     compiled_stats,
     interleaved_rounds,
     matmul_peak_gflops,
     paired_ratio,
 )
-from aevae_jax.train import (
+from aevae_jax.train.fit import (
     main_stage_start,
     make_train_epoch,
     make_train_step,

@@ -11,10 +11,10 @@ Both sides train the pytorch/examples VAE setup on Fashion-MNIST:
 - Loss: Bernoulli NLL summed over pixels (BCE with logits, sum) + analytic KL summed
   over latent dimensions, mean over the batch.
 - Each epoch a fresh random permutation and floor(N / 128) full batches (the
-  remainder is dropped), as in `aevae_jax.train`.
+  remainder is dropped), as in `aevae_jax.train.fit`.
 
-The data is loaded once with `aevae_jax.data.load_dataset` and the same uint8 arrays
-go to both sides. The JAX side is `aevae_jax.train.fit` (one compiled `lax.scan` per
+The data is loaded once with `aevae_jax.data.dataset.load_dataset` and the same uint8 arrays
+go to both sides. The JAX side is `aevae_jax.train.fit.fit` (one compiled `lax.scan` per
 epoch). The PyTorch side is written plainly, with PyTorch's own default Linear init
 (it differs from Flax's): it is what a user would otherwise run.
 
@@ -132,9 +132,9 @@ def history_summary(history: list[dict]) -> dict:
 
 
 def run_jax(dataset, args: argparse.Namespace) -> dict:
-    """Train with `aevae_jax.train.fit` and return its test loss and timings."""
+    """Train with `aevae_jax.train.fit.fit` and return its test loss and timings."""
     from aevae_jax.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-    from aevae_jax.train import fit
+    from aevae_jax.train.fit import fit
 
     with tempfile.TemporaryDirectory(prefix="vae_vs_pytorch_") as tmp:
         cfg = RunConfig(
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch = import_torch()  # fail in a second, before loading data or compiling
 
-    from aevae_jax.data import load_dataset
+    from aevae_jax.data.dataset import load_dataset
     from aevae_jax.errors import UserError
 
     try:

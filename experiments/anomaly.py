@@ -17,7 +17,7 @@ flags inputs it reconstructs badly, a VAE inputs it finds unlikely. Two protocol
    16 positions).
 2. Out of distribution. The standard latent-16 AE and VAE trained on all of
    Fashion-MNIST (shared with the other experiments) score the Fashion-MNIST test set
-   (in) against each set of `aevae_jax.ood` (out). MNIST cannot be downloaded here:
+   (in) against each set of `aevae_jax.data.ood` (out). MNIST cannot be downloaded here:
    its stand-in is "digits", scikit-learn's 1,797 real 8 x 8 handwritten digits
    enlarged to 20 x 20 and centred in a 28 x 28 frame as MNIST does; the others are
    greyscale photograph patches ("photos"), uniform noise ("noise") and the
@@ -59,10 +59,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from aevae_jax import experiment as X
-from aevae_jax import metrics as M
+import scaffold as X
+
+from aevae_jax.data.ood import ood_sets, score_sets
 from aevae_jax.errors import UserError, require
-from aevae_jax.ood import ood_sets, score_sets
+from aevae_jax.evaluate import metrics as M
 
 NAME = "anomaly"
 DEFAULT_IWAE_K, DEFAULT_OOD_N = 20, 2000

@@ -42,10 +42,11 @@ import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from aevae_jax import experiment as X
-from aevae_jax.classifier import FeatureNet
-from aevae_jax.data import to_unit_interval
+import scaffold as X
+
+from aevae_jax.data.dataset import to_unit_interval
 from aevae_jax.errors import UserError, require
+from aevae_jax.evaluate.classifier import FeatureNet
 
 LABELLED = "600,6000"
 QUICK_LABELLED = "100"
@@ -263,7 +264,7 @@ def main(argv=None) -> dict:
         "label agreement: the real-only classifier's accuracy on the CVAE samples, taking "
         "the label each was generated for as the truth.",
     )
-    from aevae_jax.figures import image_rows
+    from aevae_jax.study.figures import image_rows
 
     image_rows(
         res.path("cvae_samples.png"),

@@ -34,11 +34,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from aevae_jax import experiment as X
-from aevae_jax import metrics as M
-from aevae_jax.corruption import NOISES, NoiseOptions, corrupt
-from aevae_jax.data import to_unit_interval
+import scaffold as X
+
+from aevae_jax.data.dataset import to_unit_interval
+from aevae_jax.evaluate import metrics as M
 from aevae_jax.models import Batch
+from aevae_jax.nn.corruption import NOISES, NoiseOptions, corrupt
 
 MODELS = ("ae", "vae", "dae", "dvae")
 LABELS = {"ae": "AE", "vae": "VAE", "dae": "DAE", "dvae": "DVAE"}
@@ -89,7 +90,7 @@ def denoiser(model):
     """f(params, (noisy, binarized, grey)) -> {target: per-image squared error [N]} of the
     reconstruction of each noisy image against its clean binarized image and the
     grey-level image it was drawn from; compiled once per model."""
-    from aevae_jax.evaluate import SplitMap, one
+    from aevae_jax.evaluate.evaluation import SplitMap, one
 
     def sse(params, noisy, binarized, grey, i):
         out = model.reconstruct(params, one(noisy, None))[0]
@@ -121,7 +122,7 @@ def train_options(args) -> dict:
 def figure(path: str, clean, noisy: list, outputs: dict, title: str) -> None:
     """Rows: clean input, corrupted input, each model's output (seed 0); columns: SHOWN
     test images under each corruption in turn, the groups split by a blank column."""
-    from aevae_jax.figures import image_rows
+    from aevae_jax.study.figures import image_rows
 
     blank = np.ones((1, *clean.shape[1:]), np.float32)
 

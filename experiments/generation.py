@@ -43,9 +43,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from aevae_jax import experiment as X
-from aevae_jax import metrics as M
+import scaffold as X
+
 from aevae_jax.errors import require
+from aevae_jax.evaluate import metrics as M
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +106,8 @@ def generate(result, sampler: str, key: jax.Array, n: int, train_x, num_classes:
     """n images [n, H, W, C] in [0, 1] from a trained model: its prior (labels cycling
     over the classes for a conditional model), or the ex-post Gaussian of its training
     codes."""
-    from aevae_jax.evaluate import encode_split
-    from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
+    from aevae_jax.evaluate.evaluation import encode_split
+    from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images
 
     model, params = result.model, result.params
     if sampler == "expost":
@@ -207,8 +208,8 @@ def main(argv=None) -> dict:
     train_x, test_x = X.inputs(ds.x_train, split="train"), X.inputs(ds.x_test)
     y_test = jnp.asarray(ds.y_test)
 
-    from aevae_jax.classifier import load_or_train_classifier
-    from aevae_jax.figures import image_rows
+    from aevae_jax.evaluate.classifier import load_or_train_classifier
+    from aevae_jax.study.figures import image_rows
 
     clf = load_or_train_classifier(ds, progress=s.progress)
     require(clf is not None, "the generation experiment needs a labelled data set")

@@ -19,8 +19,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from aevae_jax import experiment as X
-from aevae_jax import metrics as M
+import scaffold as X
+
+from aevae_jax.evaluate import metrics as M
 
 MODELS = ("ae", "vae")
 GRID = 15  # decoded images per side of the latent-plane grid
@@ -28,7 +29,7 @@ GRID = 15  # decoded images per side of the latent-plane grid
 
 def measure(result, data: X.Data, train_x, test_x) -> dict:
     ds = data.dataset
-    from aevae_jax.evaluate import encode_split
+    from aevae_jax.evaluate.evaluation import encode_split
 
     enc_train = encode_split(result.model, result.params, train_x)
     enc_test = encode_split(result.model, result.params, test_x)

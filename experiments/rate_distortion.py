@@ -32,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from aevae_jax import experiment as X
+import scaffold as X
+
 from aevae_jax.errors import UserError, require
 
 BETAS = "0.25,0.5,1,2,4,8"
@@ -61,7 +62,7 @@ def beta_config(s: X.Setting, data: X.Data, beta: float):
 
 def measure(result, test_x) -> dict:
     """Rate, distortion, -ELBO, squared error and active units of one seed's model."""
-    from aevae_jax.evaluate import encode_split, gaussian_code_metrics
+    from aevae_jax.evaluate.evaluation import encode_split, gaussian_code_metrics
 
     key = jax.random.fold_in(jax.random.key(result.seed), 3)
     enc = encode_split(result.model, result.params, test_x)

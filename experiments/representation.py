@@ -35,9 +35,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from aevae_jax import experiment as X
-from aevae_jax import metrics as M
+import scaffold as X
+
 from aevae_jax.errors import require
+from aevae_jax.evaluate import metrics as M
 
 MODELS = ("ae", "vae", "beta_vae", "vqvae")
 LABELS = {"ae": "AE", "vae": "VAE", "beta_vae": "beta-VAE", "vqvae": "VQ-VAE", "pca": "PCA"}
@@ -83,7 +84,7 @@ def accuracies(fit_codes, test_codes, ds) -> dict[str, float]:
 
 def model_accuracies(result, ds, fit_x, test_x) -> dict[str, float]:
     """Accuracies of one trained model's features (Encoding.features)."""
-    from aevae_jax.evaluate import encode_split
+    from aevae_jax.evaluate.evaluation import encode_split
 
     fit = encode_split(result.model, result.params, fit_x).features
     test = encode_split(result.model, result.params, test_x).features

@@ -14,7 +14,7 @@ reconstruction error; on
   gaussian noise sigma 0.3, then CLIPPED to [0, 1] (the Bernoulli likelihood of a
   pixel outside [0, 1] is no likelihood at all, and the images the models know lie in
   [0, 1]); salt-and-pepper at 20% of pixels; masking (set to 0) of 50% of pixels;
-- the out-of-distribution sets of `aevae_jax.ood` (binarized the same way):
+- the out-of-distribution sets of `aevae_jax.data.ood` (binarized the same way):
   scikit-learn's 8 x 8 handwritten digits framed like MNIST (the stand-in for MNIST,
   which cannot be downloaded here), grey photograph patches, uniform noise, and the
   test images upside down.
@@ -48,11 +48,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from aevae_jax import experiment as X
-from aevae_jax import metrics as M
-from aevae_jax.corruption import corrupt
+import scaffold as X
+
+from aevae_jax.data.ood import ood_sets, score_sets
 from aevae_jax.errors import require
-from aevae_jax.ood import ood_sets, score_sets
+from aevae_jax.evaluate import metrics as M
+from aevae_jax.nn.corruption import corrupt
 
 NAME = "uncertainty"
 DEFAULT_N, QUICK_N = 2000, 320

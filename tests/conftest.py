@@ -3,6 +3,7 @@ small real subsets saved as .npz for fast end-to-end runs."""
 
 import os
 import shutil
+import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -37,11 +38,15 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # the PNGs): off by default here; tests/test_tensorboard.py turns them on where it checks
 # them.
 os.environ["AEVAE_TENSORBOARD"] = "0"
+# The experiments' scaffolding (experiments/scaffold.py) is imported as the scripts import it.
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+)
 
 import numpy as np
 import pytest
 
-from aevae_jax.data import load_dataset
+from aevae_jax.data.dataset import load_dataset
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,7 @@ def _child(kill_in_save: int, argv: list[str]) -> int:
             return await original(self, *args, **kwargs)
 
         atomicity.AtomicRenameTemporaryPath.finalize = finalize
-    from aevae_jax.cli import main
+    from aevae_jax.cli.main import main
 
     return main(argv)
 
@@ -128,7 +128,7 @@ def kill_loop(npz: str, workdir: str, kills: int, seed: int = 0, epochs: int | N
     t0 = time.perf_counter()
     # The uninterrupted run, in this process: the children inherit its environment (and
     # so its XLA flags), so the same command computes the same bits.
-    from aevae_jax.cli import main
+    from aevae_jax.cli.main import main
 
     assert main(train_args(npz, straight, epochs, checkpoint_every)) == 0
     run_seconds = time.perf_counter() - t0
@@ -177,7 +177,7 @@ def _latest_checkpoint(out: str) -> int:
 
 def compare_runs(out: str, straight: str, epochs: int) -> None:
     """The two runs' last checkpoints, logs and best checkpoints are the same."""
-    from aevae_jax.runs import load_run
+    from aevae_jax.train.runs import load_run
 
     a, b = _restore(out, epochs), _restore(straight, epochs)
     for key in ("params", "opt_state", "step"):
@@ -199,10 +199,10 @@ def compare_runs(out: str, straight: str, epochs: int) -> None:
 
 def _restore(run_dir: str, epoch: int) -> dict:
     """The whole checkpoint tree of periodic checkpoint `epoch` of a run."""
-    from aevae_jax.checkpoint import RunCheckpoints
     from aevae_jax.models import make_model
-    from aevae_jax.rundir import read_config
-    from aevae_jax.runs import checkpoint_template
+    from aevae_jax.train.checkpoint import RunCheckpoints
+    from aevae_jax.train.rundir import read_config
+    from aevae_jax.train.runs import checkpoint_template
 
     cfg, spec, steps = read_config(run_dir)
     template = checkpoint_template(make_model(cfg.model, spec), cfg, spec, steps)
@@ -224,7 +224,7 @@ def _tree_equal(a, b) -> bool:
 
 def small_npz(path: str) -> str:
     """The first 512 training and 256 test images of Fashion-MNIST, as an .npz."""
-    from aevae_jax.data import load_dataset
+    from aevae_jax.data.dataset import load_dataset
 
     ds = load_dataset("fashion_mnist")
     np.savez(path, x_train=ds.x_train[:512], y_train=ds.y_train[:512],

@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-import aevae_jax.compare as compare
-import aevae_jax.train as train
-from aevae_jax.cli import main
+import aevae_jax.study.compare as compare
+import aevae_jax.train.fit as train
+from aevae_jax.cli.main import main
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
 
 

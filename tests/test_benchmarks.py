@@ -19,10 +19,10 @@ import scale_out
 import step_time
 
 from aevae_jax.config import ModelConfig, RunConfig
-from aevae_jax.data import DataSpec, load_dataset
+from aevae_jax.data.dataset import DataSpec, load_dataset
 from aevae_jax.models import make_model
-from aevae_jax.timing import compiled_stats, matmul_peak_gflops
-from aevae_jax.train import main_stage_start, make_train_step, prepare_config
+from aevae_jax.study.timing import compiled_stats, matmul_peak_gflops
+from aevae_jax.train.fit import main_stage_start, make_train_step, prepare_config
 
 
 def test_xla_flop_count_of_the_mlp_vae_step_matches_a_hand_count():

@@ -14,15 +14,15 @@ import jax
 import numpy as np
 import pytest
 
-from aevae_jax.checkpoint import CheckpointWarning, RunCheckpoints
-from aevae_jax.cli import main
+from aevae_jax.cli.main import main
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.data import Dataset
+from aevae_jax.data.dataset import Dataset
 from aevae_jax.errors import UserError
-from aevae_jax.evaluate import evaluate_model
-from aevae_jax.rundir import RunWarning
-from aevae_jax.runs import load_run
-from aevae_jax.train import fit
+from aevae_jax.evaluate.evaluation import evaluate_model
+from aevae_jax.train.checkpoint import CheckpointWarning, RunCheckpoints
+from aevae_jax.train.fit import fit
+from aevae_jax.train.rundir import RunWarning
+from aevae_jax.train.runs import load_run
 from tests import kill_resume
 from tests.helpers import build
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from aevae_jax.cli import main
+from aevae_jax.cli.main import main
 
 
 def run_cli(args, capsys):

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from aevae_jax import report
-from aevae_jax.cli import main
-from aevae_jax.figures import interpolation_pairs
-from aevae_jax.zoo import zoo_models
+from aevae_jax.cli.main import main
+from aevae_jax.study import report
+from aevae_jax.study.figures import interpolation_pairs
+from aevae_jax.study.zoo import zoo_models
 
 ROWS = ["Objective", "Latent space", "Loss", "Sampling", "Generative ability", "Applications"]
 MODELS = list(zoo_models()[0])
@@ -280,12 +280,12 @@ def test_evaluate_and_sample_read_a_run(comparison, tmp_path, capsys, monkeypatc
     assert png.read_bytes()[:4] == b"\x89PNG"
 
     # From the prior, no data set is loaded: the model comes from config.json alone.
-    import aevae_jax.runs
+    import aevae_jax.train.runs
 
     def no_data(*a, **k):
         raise AssertionError("sample from the prior loaded a data set")
 
-    monkeypatch.setattr(aevae_jax.runs, "load_dataset", no_data)
+    monkeypatch.setattr(aevae_jax.train.runs, "load_dataset", no_data)
     for name in ("vqvae", "cvae", "aae"):
         target = tmp_path / f"{name}.png"
         assert (
@@ -361,8 +361,8 @@ def test_eval_inputs_of_the_training_split_are_the_static_training_draw():
     import jax
     import jax.numpy as jnp
 
-    from aevae_jax.data import preprocess
-    from aevae_jax.evaluate import TRAIN_SPLIT, eval_inputs
+    from aevae_jax.data.dataset import preprocess
+    from aevae_jax.evaluate.evaluation import TRAIN_SPLIT, eval_inputs
 
     x = jnp.full((5, 4, 4, 1), 100, jnp.uint8)
     train = eval_inputs(x, "dynamic", TRAIN_SPLIT)

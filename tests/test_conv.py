@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aevae_jax import conv
 from aevae_jax.errors import UserError
-from aevae_jax.nets import make_backbone
+from aevae_jax.nn import conv
+from aevae_jax.nn.backbones import make_backbone
 
 # (H, W, C_in, features): the 28x28 and 32x32 backbones' layer shapes (fewer
 # channels), and odd sizes.

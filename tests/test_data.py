@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from aevae_jax import data
+from aevae_jax.data import dataset as data
+from aevae_jax.data.fashion_mnist_idx import FashionMnistIdx
 from aevae_jax.errors import UserError
-from aevae_jax.fashion_mnist_idx import FashionMnistIdx
 
 
 def test_offline_fashion_mnist_shapes_dtypes_and_published_statistics(fashion_mnist):
@@ -43,7 +43,7 @@ def test_offline_builder_is_tfds_fashion_mnist_with_another_file_source():
 def test_offline_fashion_mnist_matches_the_idx_files_as_a_set(fashion_mnist):
     import gzip
 
-    from aevae_jax.fashion_mnist_idx import FILES, idx_dir
+    from aevae_jax.data.fashion_mnist_idx import FILES, idx_dir
 
     with gzip.open(f"{idx_dir()}/{FILES['test_data']}") as f:
         raw = np.frombuffer(f.read()[16:], np.uint8).reshape(-1, 28, 28, 1)

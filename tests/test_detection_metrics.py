@@ -4,7 +4,7 @@ neighbours and kNN votes, improved precision/recall, and PCA against the SVD."""
 import numpy as np
 import pytest
 
-from aevae_jax import metrics as M
+from aevae_jax.evaluate import metrics as M
 
 
 def test_auroc_equals_the_pairwise_count_with_ties():

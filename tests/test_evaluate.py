@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from scipy import linalg, stats
 
-from aevae_jax import evaluate as E
-from aevae_jax import likelihoods as L
-from aevae_jax import metrics as M
 from aevae_jax.config import ModelConfig
-from aevae_jax.data import DataSpec
-from aevae_jax.likelihoods import get_likelihood
+from aevae_jax.data.dataset import DataSpec
+from aevae_jax.evaluate import evaluation as E
+from aevae_jax.evaluate import metrics as M
+from aevae_jax.evaluate.samplers import expost_gaussian, standard_normal
 from aevae_jax.models import Batch, Encoding, Model, make_model
-from aevae_jax.samplers import expost_gaussian, standard_normal
+from aevae_jax.nn import likelihoods as L
+from aevae_jax.nn.likelihoods import get_likelihood
 
 # ------------------------------------------------------------ IWAE: linear-Gaussian
 

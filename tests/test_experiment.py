@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 import pytest
+import scaffold as X
 
 from aevae_jax import Batch
-from aevae_jax import experiment as X
-from aevae_jax.data import load_dataset
+from aevae_jax.data.dataset import load_dataset
 from aevae_jax.errors import UserError
 from tests.helpers import load_script
 
@@ -108,8 +108,8 @@ def test_scores_match_the_evaluator_per_image(small_data, tmp_path):
     import jax
 
     from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-    from aevae_jax.evaluate import evaluate_model
-    from aevae_jax.train import fit
+    from aevae_jax.evaluate.evaluation import evaluate_model
+    from aevae_jax.train.fit import fit
 
     cfg = RunConfig(data=DataConfig(train_size=256), model=ModelConfig(hidden=(32,), latent_dim=4),
                     epochs=1, batch_size=32, out=str(tmp_path / "vae"))  # fmt: skip

@@ -1,6 +1,6 @@
 """The detection experiments end to end in quick mode (experiments/anomaly.py and
 experiments/uncertainty.py, sharing one model cache), the offline OOD sets of
-aevae_jax/ood.py, and the rank correlation the uncertainty experiment adds."""
+aevae_jax/data/ood.py, and the rank correlation the uncertainty experiment adds."""
 
 import json
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aevae_jax import metrics as M
-from aevae_jax import ood
+from aevae_jax.data import ood
+from aevae_jax.evaluate import metrics as M
 from tests.helpers import load_script
 
 

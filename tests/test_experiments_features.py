@@ -61,7 +61,7 @@ def test_denoising_quick(small_npz, cache, tmp_path):
 
     # The clean row is the models' ordinary reconstruction: the experiment framework's
     # own per-image squared errors give the same PSNR.
-    from aevae_jax import experiment as X
+    import scaffold as X
 
     s = X.setting("denoising", D.X.parser("denoising", "").parse_args(argv), argv)
     data = X.load(s)
@@ -137,7 +137,7 @@ def test_representation_quick(small_npz, cache, tmp_path):
 
 
 def test_representation_pca_of_every_size_from_one_fit():
-    from aevae_jax import metrics as M
+    from aevae_jax.evaluate import metrics as M
 
     x = np.random.default_rng(0).normal(size=(200, 30)) @ np.diag(np.linspace(3, 0.1, 30))
     _, big, _ = M.pca_fit(x, 8)
@@ -147,7 +147,7 @@ def test_representation_pca_of_every_size_from_one_fit():
 
 def test_representation_vq_layout():
     R = load_script("representation")
-    from aevae_jax import experiment as X
+    import scaffold as X
 
     s = X.setting("r", X.parser("r", "").parse_args([]), [])
     data = X.Data(None, "fashion_mnist")

@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-import aevae_jax.train as train
-from aevae_jax.cli import main
+import aevae_jax.train.fit as train
+from aevae_jax.cli.main import main
 from tests import kill_resume
 
 

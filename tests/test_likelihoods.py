@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from aevae_jax import likelihoods as L
+from aevae_jax.nn import likelihoods as L
 
 
 def test_bernoulli_log_prob_matches_hand_computation():

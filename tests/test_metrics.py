@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aevae_jax import metrics as M
-from aevae_jax.evaluate import SplitMap
+from aevae_jax.evaluate import metrics as M
+from aevae_jax.evaluate.evaluation import SplitMap
 
 
 def test_prior_frechet_distance_of_a_diagonal_gaussian_by_hand():

@@ -11,7 +11,7 @@ import pytest
 from helpers import elbo_terms_by_hand
 
 from aevae_jax.config import ModelConfig
-from aevae_jax.data import DataSpec
+from aevae_jax.data.dataset import DataSpec
 from aevae_jax.errors import UserError
 from aevae_jax.models import Batch, make_model, model_info, model_names, resolve
 from aevae_jax.models.vae import reparameterize
@@ -185,8 +185,8 @@ def test_torch_init_draws_pytorchs_uniform_bounds_and_lecun_keeps_zero_bias():
 
 def test_names_checked_in_config_match_the_implementations():
     from aevae_jax.config import ACTIVATION_NAMES, LIKELIHOOD_NAMES
-    from aevae_jax.likelihoods import LIKELIHOODS
-    from aevae_jax.nets import ACTIVATIONS
+    from aevae_jax.nn.backbones import ACTIVATIONS
+    from aevae_jax.nn.likelihoods import LIKELIHOODS
 
     assert set(ACTIVATION_NAMES) == set(ACTIVATIONS)
     assert set(LIKELIHOOD_NAMES) == set(LIKELIHOODS)

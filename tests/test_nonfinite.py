@@ -14,10 +14,9 @@ import optax
 import pytest
 
 import aevae_jax.models as registry
-from aevae_jax.cli import main
+from aevae_jax.cli.main import main
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.runs import load_run
-from aevae_jax.train import (
+from aevae_jax.train.fit import (
     NONFINITE_WHAT,
     NonFiniteError,
     TrainState,
@@ -25,6 +24,7 @@ from aevae_jax.train import (
     make_epoch_fn,
     make_train_step,
 )
+from aevae_jax.train.runs import load_run
 
 
 def linear_loss(params, batch, key, step):

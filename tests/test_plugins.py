@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 import aevae_jax.models as registry
-from aevae_jax.cli import main
+from aevae_jax.cli.main import main
 
 GUIDE = os.path.join(os.path.dirname(__file__), "..", "docs", "adding_a_model.md")
 

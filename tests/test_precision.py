@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from aevae_jax.config import ModelConfig
-from aevae_jax.data import DataSpec
+from aevae_jax.data.dataset import DataSpec
 from aevae_jax.errors import UserError
 from aevae_jax.models import Batch, make_model
-from aevae_jax.train import fit
+from aevae_jax.train.fit import fit
 from tests.test_train import small_cfg
 
 SPEC = DataSpec("fmnist-like", (28, 28, 1), 10)

@@ -35,12 +35,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.special import logsumexp
 
-from aevae_jax import evaluate as E
-from aevae_jax import likelihoods as L
-from aevae_jax import metrics as M
 from aevae_jax.config import ModelConfig
-from aevae_jax.data import DataSpec
+from aevae_jax.data.dataset import DataSpec
+from aevae_jax.evaluate import evaluation as E
+from aevae_jax.evaluate import metrics as M
 from aevae_jax.models import Batch, make_model
+from aevae_jax.nn import likelihoods as L
 
 EPS = float(np.finfo(np.float32).eps)
 F32_MAX = float(np.finfo(np.float32).max)

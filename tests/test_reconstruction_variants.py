@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from helpers import bernoulli_nll_by_hand, build
 
-from aevae_jax.corruption import (
+from aevae_jax.data.dataset import DataSpec
+from aevae_jax.errors import UserError
+from aevae_jax.evaluate.evaluation import EVAL_MASK_RATIO, inpainting_mask
+from aevae_jax.evaluate.metrics import hoyer_sparsity
+from aevae_jax.models import Batch, resolve
+from aevae_jax.models.dae import NOISE_STREAM
+from aevae_jax.models.mae import MASK_STREAM, hidden_patch_loss, patchify
+from aevae_jax.models.sparse_ae import SparseAEOptions, sparsity_penalties
+from aevae_jax.nn.corruption import (
     NoiseOptions,
     check_patches,
     corrupt,
@@ -16,14 +24,6 @@ from aevae_jax.corruption import (
     patch_visibility,
     pixel_mask,
 )
-from aevae_jax.data import DataSpec
-from aevae_jax.errors import UserError
-from aevae_jax.evaluate import EVAL_MASK_RATIO, inpainting_mask
-from aevae_jax.metrics import hoyer_sparsity
-from aevae_jax.models import Batch, resolve
-from aevae_jax.models.dae import NOISE_STREAM
-from aevae_jax.models.mae import MASK_STREAM, hidden_patch_loss, patchify
-from aevae_jax.models.sparse_ae import SparseAEOptions, sparsity_penalties
 
 
 def sigmoid(a):
@@ -208,8 +208,8 @@ def test_inpainting_mask_of_the_evaluator():
 
 
 def test_corruption_tests_of_the_evaluator_draw_per_image_whatever_the_split_size():
-    from aevae_jax.data import Dataset
-    from aevae_jax.evaluate import evaluate_model
+    from aevae_jax.data.dataset import Dataset
+    from aevae_jax.evaluate.evaluation import evaluate_model
 
     spec = DataSpec("e", (8, 8, 1), None)
     model, params, _ = build("ae", spec)

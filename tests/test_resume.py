@@ -6,9 +6,9 @@ SIGKILL); real SIGKILLs at random moments are tests/kill_resume.py's, on the VAE
 
 import pytest
 
-from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.train import fit
+from aevae_jax.train.checkpoint import RunCheckpoints
+from aevae_jax.train.fit import fit
 from tests import kill_resume
 
 

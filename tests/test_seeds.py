@@ -10,15 +10,15 @@ import jax
 import numpy as np
 import pytest
 
-from aevae_jax import metrics as M
-from aevae_jax import report
-from aevae_jax.cli import main
-from aevae_jax.compare import compare_metric
+from aevae_jax.cli.main import main
 from aevae_jax.config import DataConfig, ModelConfig, config_differences
 from aevae_jax.errors import UserError
-from aevae_jax.runs import load_run
-from aevae_jax.train import fit, fit_seeds, seed_configs
-from aevae_jax.zoo import zoo_rows
+from aevae_jax.evaluate import metrics as M
+from aevae_jax.study import report
+from aevae_jax.study.compare import compare_metric
+from aevae_jax.study.zoo import zoo_rows
+from aevae_jax.train.fit import fit, fit_seeds, seed_configs
+from aevae_jax.train.runs import load_run
 from tests.test_train import small_cfg
 
 # vmapped or sharded matmuls sum in another order than single ones, and Adam divides by
@@ -78,7 +78,7 @@ def test_seeds_resume_from_the_oldest_checkpoint(small_data, tmp_path):
 
 
 def test_only_the_primary_process_writes_logs_and_configs(small_data, tmp_path, monkeypatch):
-    import aevae_jax.train as train
+    import aevae_jax.train.fit as train
 
     monkeypatch.setattr(train, "is_primary", lambda: False)
     result = fit(small_cfg(tmp_path / "p1", data=DataConfig(train_size=256), epochs=1),

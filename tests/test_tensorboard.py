@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from aevae_jax.cli import main
+from aevae_jax.cli.main import main
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.rundir import read_log
-from aevae_jax.summaries import grid, scalar_tag
-from aevae_jax.train import fit
+from aevae_jax.train.fit import fit
+from aevae_jax.train.rundir import read_log
+from aevae_jax.train.summaries import grid, scalar_tag
 
 
 def cfg(out, small_npz, model="vae", epochs=3, **kw):
@@ -99,7 +99,7 @@ def test_scalar_tags(name, tag):
 
 
 def test_seeds_trained_together_each_get_their_summaries(small_npz, tmp_path):
-    from aevae_jax.train import fit_seeds
+    from aevae_jax.train.fit import fit_seeds
 
     out = tmp_path / "seeds"
     fit_seeds(cfg(out, small_npz, model="cvae", epochs=1), [0, 1], progress=False)

@@ -12,11 +12,11 @@ import pytest
 
 from aevae_jax.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from aevae_jax.errors import UserError
-from aevae_jax.evaluate import make_epoch_test, map_examples
+from aevae_jax.evaluate.evaluation import make_epoch_test, map_examples
 from aevae_jax.models import make_model
-from aevae_jax.optim import make_optimizer
-from aevae_jax.runs import load_run
-from aevae_jax.train import fit, init_state, make_streams
+from aevae_jax.nn.optim import make_optimizer
+from aevae_jax.train.fit import fit, init_state, make_streams
+from aevae_jax.train.runs import load_run
 
 
 def small_cfg(out, name="vae", **kw):

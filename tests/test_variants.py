@@ -12,14 +12,14 @@ from helpers import TINY, bernoulli_nll_by_hand, build, elbo_terms_by_hand
 from scipy.special import logsumexp
 
 from aevae_jax.config import ModelConfig, OptimConfig
-from aevae_jax.data import Dataset
-from aevae_jax.evaluate import evaluate_model, iwae_log_likelihood
+from aevae_jax.data.dataset import Dataset
+from aevae_jax.evaluate.evaluation import evaluate_model, iwae_log_likelihood
 from aevae_jax.models import Batch, make_model, model_names
 from aevae_jax.models.aae import discriminator_losses, generator_losses
 from aevae_jax.models.beta_vae import BetaVAEOptions, beta_at
 from aevae_jax.models.vqvae import MADE, ema_pull, made_log_prob, quantize, straight_through
-from aevae_jax.optim import frozen, param_groups
-from aevae_jax.train import make_update, plan_stages
+from aevae_jax.nn.optim import frozen, param_groups
+from aevae_jax.train.fit import make_update, plan_stages
 
 
 def leaves_equal(a, b) -> bool:
@@ -260,7 +260,7 @@ def test_aae_players_move_only_through_their_own_losses():
     key = jax.random.key(8)
     grads = jax.grad(lambda p: model.loss(p, batch, key, 0)[0])(params)
     from aevae_jax.models.base import make_backbone_fns
-    from aevae_jax.nets import MLPEncoder
+    from aevae_jax.nn.backbones import MLPEncoder
 
     net = make_backbone_fns(
         ModelConfig(name="aae", hidden=(16,), latent_dim=3), TINY.image_shape, 3

@@ -22,11 +22,11 @@ import jax.numpy as jnp
 import optax
 
 from aevae_jax.errors import require
-from aevae_jax.likelihoods import batch_mean, get_likelihood
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Encoding, Model, make_backbone_fns
-from aevae_jax.nets import MLPEncoder
-from aevae_jax.optim import make_optimizer, param_groups
+from aevae_jax.nn.backbones import MLPEncoder
+from aevae_jax.nn.likelihoods import batch_mean, get_likelihood
+from aevae_jax.nn.optim import make_optimizer, param_groups
 
 
 @dataclasses.dataclass(frozen=True)

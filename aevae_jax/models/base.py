@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from aevae_jax.data import DataSpec
-from aevae_jax.likelihoods import Likelihood, get_likelihood
+from aevae_jax.data.dataset import DataSpec
+from aevae_jax.nn.likelihoods import Likelihood, get_likelihood
 
 Params = Any  # a pytree of arrays
 Metrics = dict[str, jax.Array]
@@ -171,7 +171,7 @@ def make_backbone_fns(
     """The shared backbone of `cfg` (a ModelConfig) as pure functions; the decoder takes
     codes of `code_dim` (default cfg.latent_dim) and gives the likelihood's outputs,
     [B, H, W, C * likelihood.channels]."""
-    from aevae_jax.nets import make_backbone
+    from aevae_jax.nn.backbones import make_backbone
 
     channels = get_likelihood(cfg.likelihood or "bernoulli").channels
     enc, dec = make_backbone(

@@ -18,10 +18,10 @@ import dataclasses
 import jax.numpy as jnp
 
 from aevae_jax.errors import require
-from aevae_jax.likelihoods import batch_mean
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Model
 from aevae_jax.models.vae import gaussian_latent
+from aevae_jax.nn.likelihoods import batch_mean
 
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 

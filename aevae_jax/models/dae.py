@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import jax
 
-from aevae_jax.corruption import NoiseOptions, corrupt
-from aevae_jax.likelihoods import batch_mean
 from aevae_jax.models import register
 from aevae_jax.models.ae import point_code
 from aevae_jax.models.base import Batch, Claim, Model
+from aevae_jax.nn.corruption import NoiseOptions, corrupt
+from aevae_jax.nn.likelihoods import batch_mean
 
 NOISE_STREAM = 1  # fold_in(step key, NOISE_STREAM) draws the step's corruption
 

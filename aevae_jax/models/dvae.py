@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import jax
 
-from aevae_jax.corruption import NoiseOptions
-from aevae_jax.likelihoods import batch_mean
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Model
 from aevae_jax.models.dae import noisy_input
 from aevae_jax.models.vae import gaussian_latent
+from aevae_jax.nn.corruption import NoiseOptions
+from aevae_jax.nn.likelihoods import batch_mean
 
 CLAIMS = (
     Claim(

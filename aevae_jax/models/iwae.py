@@ -11,10 +11,10 @@ import dataclasses
 import jax.numpy as jnp
 
 from aevae_jax.errors import require
-from aevae_jax.likelihoods import batch_mean, log_mean_exp
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Model
 from aevae_jax.models.vae import gaussian_latent
+from aevae_jax.nn.likelihoods import batch_mean, log_mean_exp
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,12 +28,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aevae_jax.corruption import check_patches, patch_mask, patch_visibility, pixel_mask
 from aevae_jax.errors import require
-from aevae_jax.likelihoods import batch_mean, sum_per_example
 from aevae_jax.models import register
 from aevae_jax.models.ae import point_code
 from aevae_jax.models.base import Batch, Claim, Encoding, Model
+from aevae_jax.nn.corruption import check_patches, patch_mask, patch_visibility, pixel_mask
+from aevae_jax.nn.likelihoods import batch_mean, sum_per_example
 
 MASK_STREAM = 1  # fold_in(step key, MASK_STREAM) draws the step's patch mask
 ENCODERS = ("tokens", "backbone")

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 
 from aevae_jax.errors import require
-from aevae_jax.likelihoods import batch_mean
 from aevae_jax.models import register
 from aevae_jax.models.ae import point_code
 from aevae_jax.models.base import Claim, Encoding, Model
+from aevae_jax.nn.likelihoods import batch_mean
 
 CODE_ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "linear": lambda h: h}
 _EPS = 1e-6  # keeps rho_hat inside (0, 1) where a sigmoid saturates in float32

@@ -14,8 +14,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from aevae_jax.data import DataSpec
-from aevae_jax.likelihoods import (
+from aevae_jax.data.dataset import DataSpec
+from aevae_jax.models import register
+from aevae_jax.models.base import Backbone, Encoding, Model, make_backbone_fns, one_hot_labels
+from aevae_jax.nn.likelihoods import (
     Likelihood,
     batch_mean,
     diag_gaussian_log_prob,
@@ -24,8 +26,6 @@ from aevae_jax.likelihoods import (
     reparameterize,
     std_normal_log_prob,
 )
-from aevae_jax.models import register
-from aevae_jax.models.base import Backbone, Encoding, Model, make_backbone_fns, one_hot_labels
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,10 +32,10 @@ import numpy as np
 import optax
 
 from aevae_jax.errors import require
-from aevae_jax.likelihoods import batch_mean, get_likelihood
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Encoding, Model, Stage, make_backbone_fns
-from aevae_jax.optim import frozen, make_optimizer, param_groups
+from aevae_jax.nn.likelihoods import batch_mean, get_likelihood
+from aevae_jax.nn.optim import frozen, make_optimizer, param_groups
 
 
 @dataclasses.dataclass(frozen=True)

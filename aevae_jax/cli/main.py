@@ -309,8 +309,8 @@ def run_config_from_args(args: argparse.Namespace, model: str, options: dict) ->
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from aevae_jax.metrics import summarize_seeds
-    from aevae_jax.train import fit, fit_seeds
+    from aevae_jax.evaluate.metrics import summarize_seeds
+    from aevae_jax.train.fit import fit, fit_seeds
 
     cfg = run_config_from_args(args, args.model, model_options_from_args(args))
     seeds = seeds_from_args(args)
@@ -352,7 +352,7 @@ def single_host(args: argparse.Namespace, command: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from aevae_jax.compare import parse_models, run_compare
+    from aevae_jax.study.compare import parse_models, run_compare
 
     models = parse_models(args.models)
     pair = parse_models(args.pair)
@@ -387,8 +387,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from aevae_jax.compare import parse_models
-    from aevae_jax.zoo import run_zoo
+    from aevae_jax.study.compare import parse_models
+    from aevae_jax.study.zoo import run_zoo
 
     models = parse_models(args.models) if args.models else None
     cfg = run_config_from_args(args, models[0] if models else "ae", {})
@@ -413,9 +413,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from aevae_jax.compare import _jsonable
-    from aevae_jax.metrics import summarize_seeds
-    from aevae_jax.runs import expand_runs
+    from aevae_jax.evaluate.metrics import summarize_seeds
+    from aevae_jax.study.compare import _jsonable
+    from aevae_jax.train.runs import expand_runs
 
     require(args.iwae_k > 0, f"--iwae-k must be a positive integer, got {args.iwae_k}")
     if args.json:  # fail now, not after minutes of evaluation
@@ -445,11 +445,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_runs(run_dirs: list[str], args: argparse.Namespace):
     """Each run's test metrics (the runs must share a model and a data set)."""
-    from aevae_jax.classifier import load_or_train_classifier
     from aevae_jax.config import config_differences
-    from aevae_jax.data import load_dataset
-    from aevae_jax.evaluate import evaluate_model, evaluation_key
-    from aevae_jax.runs import load_run
+    from aevae_jax.data.dataset import load_dataset
+    from aevae_jax.evaluate.classifier import load_or_train_classifier
+    from aevae_jax.evaluate.evaluation import evaluate_model, evaluation_key
+    from aevae_jax.train.runs import load_run
 
     first = load_run(run_dirs[0], args.checkpoint, need_data=False)
     full = load_dataset(first.cfg.data.dataset, first.cfg.data.data_dir)
@@ -487,15 +487,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from aevae_jax.evaluate import TRAIN_SPLIT, encode_split, eval_inputs
-    from aevae_jax.figures import image_grid
-    from aevae_jax.runs import load_run
-    from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
+    from aevae_jax.evaluate.evaluation import TRAIN_SPLIT, encode_split, eval_inputs
+    from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images
+    from aevae_jax.study.figures import image_grid
+    from aevae_jax.train.runs import load_run
 
     require(
         0 < args.n <= MAX_SAMPLES,
         f"--n must be an integer in [1, {MAX_SAMPLES}] (one PNG grid); got {args.n}. For more "
-        "images, call aevae_jax.samplers.prior_images from Python in chunks",
+        "images, call aevae_jax.evaluate.samplers.prior_images from Python in chunks",
     )
     require(0 <= args.seed < 2**32, f"--seed must be an integer in [0, 2**32), got {args.seed}")
     require(args.out.endswith(".png"), f"--out must name a .png file, got {args.out!r}")
@@ -554,7 +554,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from aevae_jax.report import rewrite
+    from aevae_jax.study.report import rewrite
 
     require(
         os.path.isfile(os.path.join(args.dir, "metrics.json")),
@@ -839,7 +839,7 @@ def start_processes(args: argparse.Namespace) -> None:
         if given:
             raise UserError(f"--{given[0].replace('_', '-')} applies with --distributed only")
         return
-    from aevae_jax.parallel import initialize_distributed
+    from aevae_jax.train.parallel import initialize_distributed
 
     if args.func is not cmd_train:
         single_host(args, args.command)
@@ -861,7 +861,7 @@ def resume_defaults(known: argparse.Namespace) -> dict | None:
     """For `aevae train --resume --out DIR`: the options of the run saved in DIR (or of
     the seeds' runs under it) as the parser's defaults, so that no other option is
     needed; None when there is no such run."""
-    from aevae_jax.rundir import has_run, read_config, seed_run_dirs
+    from aevae_jax.train.rundir import has_run, read_config, seed_run_dirs
 
     if known.command != "train" or not known.resume or known.out is None:
         return None
@@ -891,7 +891,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _interrupted(args: argparse.Namespace, e: KeyboardInterrupt) -> int:
-    from aevae_jax.train import TrainingInterrupted, resume_hint
+    from aevae_jax.train.fit import TrainingInterrupted, resume_hint
 
     if isinstance(e, TrainingInterrupted):
         text = str(e)

@@ -52,7 +52,7 @@ def grid(images: np.ndarray, cols: int) -> np.ndarray:
 
 def make_image_fn(model: Model, num_classes: int | None):
     """jit (params, x [8, H, W, C], y, key) -> (reconstructions, prior samples)."""
-    from aevae_jax.samplers import prior_images
+    from aevae_jax.evaluate.samplers import prior_images
 
     def images(params, x, y, key):
         recon = model.reconstruct(params, Batch(x, y))

@@ -30,17 +30,17 @@ import time
 import jax
 import numpy as np
 
-from aevae_jax import figures, report
-from aevae_jax import metrics as M
-from aevae_jax.classifier import load_or_train_classifier
 from aevae_jax.config import RunConfig
-from aevae_jax.data import describe_arrays, describe_dataset, load_dataset, validate_dataset
+from aevae_jax.data.dataset import describe_arrays, describe_dataset, load_dataset, validate_dataset
 from aevae_jax.errors import require
-from aevae_jax.evaluate import evaluate_model, evaluation_key
+from aevae_jax.evaluate import metrics as M
+from aevae_jax.evaluate.classifier import load_or_train_classifier
+from aevae_jax.evaluate.evaluation import evaluate_model, evaluation_key
 from aevae_jax.models import model_info
-from aevae_jax.rundir import ensure_writable_dir, has_run
-from aevae_jax.timing import interleaved_step_times, paired_ratio
-from aevae_jax.train import check_against_data, fit, fit_seeds, prepare_config, seed_configs
+from aevae_jax.study import figures, report
+from aevae_jax.study.timing import interleaved_step_times, paired_ratio
+from aevae_jax.train.fit import check_against_data, fit, fit_seeds, prepare_config, seed_configs
+from aevae_jax.train.rundir import ensure_writable_dir, has_run
 
 DEFAULT_MODELS = ("ae", "vae")
 # Per-image values behind split means (evaluate.Evaluation.per_image), for paired tests.

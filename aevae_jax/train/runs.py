@@ -15,13 +15,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import RunConfig
-from aevae_jax.data import Dataset, DataSpec, load_dataset
+from aevae_jax.data.dataset import Dataset, DataSpec, load_dataset
 from aevae_jax.errors import require
 from aevae_jax.models import Model, import_models, make_model
-from aevae_jax.rundir import METRICS_FILE, has_run, read_config, read_log, seed_run_dirs
-from aevae_jax.train import checkpoint_tree, init_state, plan_stages
+from aevae_jax.train.checkpoint import RunCheckpoints
+from aevae_jax.train.fit import checkpoint_tree, init_state, plan_stages
+from aevae_jax.train.rundir import METRICS_FILE, has_run, read_config, read_log, seed_run_dirs
 
 
 @dataclasses.dataclass

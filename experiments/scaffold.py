@@ -37,12 +37,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.data import Dataset, load_dataset
+from aevae_jax.data.dataset import Dataset, load_dataset
 from aevae_jax.errors import UserError, require
-from aevae_jax.evaluate import SplitMap, encode_example, iwae_bound, reconstruction_errors
-from aevae_jax.evaluate import one as single
-from aevae_jax.rundir import RunWarning, has_run
-from aevae_jax.train import FitResult, fit_seeds
+from aevae_jax.evaluate.evaluation import (
+    SplitMap,
+    encode_example,
+    iwae_bound,
+    reconstruction_errors,
+)
+from aevae_jax.evaluate.evaluation import one as single
+from aevae_jax.train.fit import FitResult, fit_seeds
+from aevae_jax.train.rundir import RunWarning, has_run
 
 QUICK_TRAIN, QUICK_TEST, QUICK_EPOCHS = 1024, 512, 1
 DEFAULT_SEEDS = (0, 1, 2)
@@ -234,7 +239,7 @@ def trained(s: Setting, data: Data, cfg: RunConfig) -> list[FitResult]:
 def inputs(x, binarize: str = "dynamic", split: str = "test") -> jax.Array:
     """Stored images [N, ...] as model input, binarized by the split's fixed draw when
     training binarizes (evaluate.eval_inputs): what every experiment scores."""
-    from aevae_jax.evaluate import TEST_SPLIT, TRAIN_SPLIT, eval_inputs
+    from aevae_jax.evaluate.evaluation import TEST_SPLIT, TRAIN_SPLIT, eval_inputs
 
     return eval_inputs(jnp.asarray(x), binarize, TEST_SPLIT if split == "test" else TRAIN_SPLIT)
 

@@ -24,10 +24,10 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from aevae_jax.data import to_unit_interval
-from aevae_jax.evaluate import TRAIN_SPLIT, encode_split, eval_inputs
+from aevae_jax.data.dataset import to_unit_interval
+from aevae_jax.evaluate.evaluation import TRAIN_SPLIT, encode_split, eval_inputs
+from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images
 from aevae_jax.models import Batch
-from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
 
 
 def _as_display(img: np.ndarray) -> np.ndarray:

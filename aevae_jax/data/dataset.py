@@ -195,7 +195,7 @@ def _prepared_builder(name: str, data_dir: str | None):
     if builder.is_prepared():
         return builder
     if name == "fashion_mnist":
-        from aevae_jax import fashion_mnist_idx
+        from aevae_jax.data import fashion_mnist_idx
 
         offline = fashion_mnist_idx.FashionMnistIdx(data_dir=data_dir)
         if offline.is_prepared():
@@ -328,7 +328,7 @@ def validate_dataset(ds: Dataset) -> Dataset:
     are kept, not copied."""
     require(
         isinstance(ds, Dataset),
-        f"expected an aevae_jax.data.Dataset; got {type(ds).__name__}. Build one with "
+        f"expected an aevae_jax.data.dataset.Dataset; got {type(ds).__name__}. Build one with "
         "Dataset(name, x_train, x_test, y_train, y_test)",
     )
     require(

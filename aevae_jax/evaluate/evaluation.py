@@ -22,11 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aevae_jax import metrics as M
-from aevae_jax.corruption import corrupt, patch_grid, patch_mask, pixel_mask
-from aevae_jax.data import preprocess
+from aevae_jax.data.dataset import preprocess
 from aevae_jax.errors import require
-from aevae_jax.likelihoods import (
+from aevae_jax.evaluate import metrics as M
+from aevae_jax.models import Batch, Encoding, Model
+from aevae_jax.nn.corruption import corrupt, patch_grid, patch_mask, pixel_mask
+from aevae_jax.nn.likelihoods import (
     bernoulli_log_prob,
     bits_per_dim,
     kl_to_std_normal,
@@ -34,7 +35,6 @@ from aevae_jax.likelihoods import (
     squared_error,
     sum_per_example,
 )
-from aevae_jax.models import Batch, Encoding, Model
 from aevae_jax.progress import progress_bar
 
 TRAIN_SPLIT, TEST_SPLIT = 0, 1  # split ids of the static binarization keys
@@ -312,7 +312,7 @@ def evaluate_model(
       codes), expost_sample_fd for continuous codes without a prior, and for
       conditional models conditional_sample_accuracy.
     """
-    from aevae_jax.samplers import decode_samples, expost_gaussian, prior_images
+    from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images
 
     keys = {
         n: jax.random.fold_in(key, i)

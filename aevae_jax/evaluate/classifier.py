@@ -22,9 +22,9 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from aevae_jax.conv import Conv
-from aevae_jax.data import Dataset, to_unit_interval
-from aevae_jax.evaluate import SplitMap, map_examples
+from aevae_jax.data.dataset import Dataset, to_unit_interval
+from aevae_jax.evaluate.evaluation import SplitMap, map_examples
+from aevae_jax.nn.conv import Conv
 from aevae_jax.progress import progress_bar
 
 VERSION = 2  # bump when the network or its training changes, to retrain caches
@@ -35,7 +35,7 @@ SEGMENT = 52  # steps per compiled segment: 468 steps per Fashion-MNIST epoch = 
 
 class FeatureNet(nn.Module):
     """Two stride-2 convolutions (16 and 32 channels), a 128-unit feature layer, and
-    class logits. The convolutions are `aevae_jax.conv.Conv`: flax.linen.Conv's function
+    class logits. The convolutions are `aevae_jax.nn.conv.Conv`: flax.linen.Conv's function
     and parameters (so caches trained with either load), as im2col matmuls on CPU, where
     XLA's own convolutions inside the training scan are several times slower."""
 

@@ -20,11 +20,11 @@ import os
 import sys
 import time
 
-from aevae_jax.compare import _jsonable, run_compare
 from aevae_jax.config import RunConfig
 from aevae_jax.errors import require
 from aevae_jax.models import model_info, model_names
-from aevae_jax.report import COLUMNS, markdown_row, models_table, seeds_text
+from aevae_jax.study.compare import _jsonable, run_compare
+from aevae_jax.study.report import COLUMNS, markdown_row, models_table, seeds_text
 
 # The zoo's order: reconstruction models, then the VAE family, then the rest (any
 # model registered outside the package comes last, alphabetically).
@@ -121,7 +121,7 @@ def run_zoo(
 ) -> dict:
     """Train and evaluate the zoo (see the module docstring); returns zoo.json's dict.
     With `seeds`, every model trains each seed at once and the table shows mean ± std."""
-    from aevae_jax.data import load_dataset
+    from aevae_jax.data.dataset import load_dataset
 
     t0 = time.perf_counter()
     data = load_dataset(cfg.data.dataset, cfg.data.data_dir)

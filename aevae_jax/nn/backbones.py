@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from aevae_jax.config import INITS
-from aevae_jax.conv import Conv, ConvTranspose, resolve_impl
 from aevae_jax.errors import UserError
+from aevae_jax.nn.conv import Conv, ConvTranspose, resolve_impl
 
 ACTIVATIONS = {
     "relu": nn.relu,
@@ -57,7 +57,7 @@ def dense(features: int, h: jax.Array, init: str) -> jax.Array:
 
 
 def conv(kind, features: int, h: jax.Array, init: str, impl: str) -> jax.Array:
-    """A 3x3 stride-2 'SAME' (transposed) convolution (`aevae_jax.conv`: Flax's function
+    """A 3x3 stride-2 'SAME' (transposed) convolution (`aevae_jax.nn.conv`: Flax's function
     and parameters, computed by `impl`). PyTorch's rule takes fan_in from the weight's
     second axis: input channels for Conv2d, output channels for ConvTranspose2d; 'torch'
     init follows it."""
@@ -184,7 +184,7 @@ def make_backbone(
     """The (encoder, decoder) pair for `kind` ('mlp' or 'conv') and an image shape
     [H, W, C]; the decoder outputs [H, W, C * outputs_per_channel] (the likelihood's
     parameters per sub-pixel). `conv_impl` picks how the convolutions are computed
-    (`aevae_jax.conv`; the function and parameters are the same). `dtype` is the
+    (`aevae_jax.nn.conv`; the function and parameters are the same). `dtype` is the
     networks' compute dtype (float32 or bfloat16): parameters stay float32 and both
     networks return float32, so losses and log-densities are computed in float32."""
     get_activation(activation)  # fail on bad names before any tracing

@@ -44,9 +44,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from aevae_jax.checkpoint import RunCheckpoints
 from aevae_jax.config import RunConfig
-from aevae_jax.data import (
+from aevae_jax.data.dataset import (
     Dataset,
     DataShape,
     DataSpec,
@@ -58,12 +57,13 @@ from aevae_jax.data import (
     validate_dataset,
 )
 from aevae_jax.errors import UserError, require
-from aevae_jax.evaluate import eval_inputs, make_epoch_test, selection_metric
+from aevae_jax.evaluate.evaluation import eval_inputs, make_epoch_test, selection_metric
 from aevae_jax.models import Batch, Model, import_models, make_model, resolve
-from aevae_jax.optim import make_optimizer
-from aevae_jax.parallel import any_process, barrier, is_primary, make_placement
+from aevae_jax.nn.optim import make_optimizer
 from aevae_jax.progress import progress_bar
-from aevae_jax.rundir import (
+from aevae_jax.train.checkpoint import RunCheckpoints
+from aevae_jax.train.parallel import any_process, barrier, is_primary, make_placement
+from aevae_jax.train.rundir import (
     METRICS_FILE,
     check_resumable,
     has_run,
@@ -77,7 +77,7 @@ from aevae_jax.rundir import (
     write_config,
     write_log,
 )
-from aevae_jax.summaries import RECONSTRUCTED, Summaries, make_image_fn
+from aevae_jax.train.summaries import RECONSTRUCTED, Summaries, make_image_fn
 
 STREAMS = ("init", "data", "binarize", "model", "eval")
 MAIN_STAGE = "main"

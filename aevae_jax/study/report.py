@@ -15,7 +15,7 @@ import math
 import os
 from typing import NamedTuple
 
-from aevae_jax import metrics as M
+from aevae_jax.evaluate import metrics as M
 from aevae_jax.models import model_info
 
 # How each metric reads: a name for sentences and whether lower values are better.

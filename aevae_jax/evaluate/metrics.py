@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aevae_jax.likelihoods import kl_to_std_normal
+from aevae_jax.nn.likelihoods import kl_to_std_normal
 
 # ------------------------------------------------------------------ latent statistics
 

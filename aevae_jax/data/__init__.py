@@ -1,0 +1,1 @@
+"""Data: splits as arrays, their description, validation and the on-device preprocessing."""

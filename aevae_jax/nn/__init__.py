@@ -1,0 +1,1 @@
+"""Building blocks: backbones, conv layers, likelihoods, corruptions and optimisers."""

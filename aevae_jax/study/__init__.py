@@ -1,0 +1,1 @@
+"""Studies: several models compared, the zoo, reports, verdicts, figures and timing."""

@@ -18,7 +18,9 @@ Public API (heavy modules such as tfds load only when data is loaded):
 """
 
 from aevae_jax.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-from aevae_jax.data.dataset import Dataset, DataSpec, load_dataset, preprocess
+from aevae_jax.data.preprocess import preprocess
+from aevae_jax.data.sources import load_dataset
+from aevae_jax.data.spec import Dataset, DataSpec
 from aevae_jax.errors import UserError
 from aevae_jax.evaluate.evaluation import evaluate_model, iwae_log_likelihood
 from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images

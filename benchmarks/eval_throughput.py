@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aevae_jax.config import ModelConfig, RunConfig
-from aevae_jax.data.dataset import DataSpec, load_dataset
+from aevae_jax.data.sources import load_dataset
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.evaluate.evaluation import TEST_SPLIT, SplitMap, eval_inputs, iwae_bound, one
 from aevae_jax.models import make_model
 from aevae_jax.study.timing import compiled_stats, matmul_peak_gflops

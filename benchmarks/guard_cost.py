@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from aevae_jax.config import ModelConfig, RunConfig
-from aevae_jax.data.dataset import load_dataset
+from aevae_jax.data.sources import load_dataset
 from aevae_jax.models import make_model
 from aevae_jax.study.timing import interleaved_rounds, paired_ratio
 from aevae_jax.train.fit import main_stage_start, make_train_epoch

@@ -3,7 +3,7 @@ tensorflow-datasets, such as a bare GPU machine (benchmarks/gpu.sh):
 
     python benchmarks/make_npz.py fashion_mnist data/fashion_mnist.npz
 
-Any name `aevae_jax.data.dataset.load_dataset` knows works; `--dataset` of every command and
+Any name `aevae_jax.data.sources.load_dataset` knows works; `--dataset` of every command and
 benchmark reads the file back, without pickle."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from aevae_jax.data.dataset import load_dataset
+from aevae_jax.data.sources import load_dataset
 
 
 def main(argv=None):

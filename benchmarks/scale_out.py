@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from minimal_jax import make_minimal_vae_step
 
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.data.dataset import load_dataset
+from aevae_jax.data.sources import load_dataset
 from aevae_jax.models import make_model
 from aevae_jax.study.timing import interleaved_rounds, paired_ratio
 from aevae_jax.train.fit import main_stage_start, make_train_epoch, stack_trees

@@ -57,7 +57,8 @@ from minimal_jax import make_minimal_vae_step
 from torch_baselines import import_torch, make_torch_step
 
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.data.dataset import DataSpec, load_dataset
+from aevae_jax.data.sources import load_dataset
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.errors import UserError
 from aevae_jax.models import make_model, model_names
 from aevae_jax.nn.conv import resolve_impl

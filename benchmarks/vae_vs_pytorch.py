@@ -13,7 +13,7 @@ Both sides train the pytorch/examples VAE setup on Fashion-MNIST:
 - Each epoch a fresh random permutation and floor(N / 128) full batches (the
   remainder is dropped), as in `aevae_jax.train.fit`.
 
-The data is loaded once with `aevae_jax.data.dataset.load_dataset` and the same uint8 arrays
+The data is loaded once with `aevae_jax.data.sources.load_dataset` and the same uint8 arrays
 go to both sides. The JAX side is `aevae_jax.train.fit.fit` (one compiled `lax.scan` per
 epoch). The PyTorch side is written plainly, with PyTorch's own default Linear init
 (it differs from Flax's): it is what a user would otherwise run.
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch = import_torch()  # fail in a second, before loading data or compiling
 
-    from aevae_jax.data.dataset import load_dataset
+    from aevae_jax.data.sources import load_dataset
     from aevae_jax.errors import UserError
 
     try:

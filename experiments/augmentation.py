@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import scaffold as X
 
-from aevae_jax.data.dataset import to_unit_interval
+from aevae_jax.data.preprocess import to_unit_interval
 from aevae_jax.errors import UserError, require
 from aevae_jax.evaluate.classifier import FeatureNet
 

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import scaffold as X
 
-from aevae_jax.data.dataset import to_unit_interval
+from aevae_jax.data.preprocess import to_unit_interval
 from aevae_jax.evaluate import metrics as M
 from aevae_jax.models import Batch
 from aevae_jax.nn.corruption import NOISES, NoiseOptions, corrupt

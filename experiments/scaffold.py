@@ -37,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.data.dataset import Dataset, load_dataset
+from aevae_jax.data.sources import load_dataset
+from aevae_jax.data.spec import Dataset
 from aevae_jax.errors import UserError, require
 from aevae_jax.evaluate.evaluation import (
     SplitMap,

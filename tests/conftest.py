@@ -46,7 +46,7 @@ sys.path.insert(
 import numpy as np
 import pytest
 
-from aevae_jax.data.dataset import load_dataset
+from aevae_jax.data.sources import load_dataset
 
 
 @pytest.fixture(scope="session")

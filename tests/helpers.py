@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aevae_jax.config import ModelConfig
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.models import Batch, make_model
 
 TINY = DataSpec("tiny", (4, 4, 1), 3)

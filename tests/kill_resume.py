@@ -224,7 +224,7 @@ def _tree_equal(a, b) -> bool:
 
 def small_npz(path: str) -> str:
     """The first 512 training and 256 test images of Fashion-MNIST, as an .npz."""
-    from aevae_jax.data.dataset import load_dataset
+    from aevae_jax.data.sources import load_dataset
 
     ds = load_dataset("fashion_mnist")
     np.savez(path, x_train=ds.x_train[:512], y_train=ds.y_train[:512],

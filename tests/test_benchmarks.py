@@ -19,7 +19,8 @@ import scale_out
 import step_time
 
 from aevae_jax.config import ModelConfig, RunConfig
-from aevae_jax.data.dataset import DataSpec, load_dataset
+from aevae_jax.data.sources import load_dataset
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.models import make_model
 from aevae_jax.study.timing import compiled_stats, matmul_peak_gflops
 from aevae_jax.train.fit import main_stage_start, make_train_step, prepare_config

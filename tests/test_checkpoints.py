@@ -16,7 +16,7 @@ import pytest
 
 from aevae_jax.cli.main import main
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.data.dataset import Dataset
+from aevae_jax.data.spec import Dataset
 from aevae_jax.errors import UserError
 from aevae_jax.evaluate.evaluation import evaluate_model
 from aevae_jax.train.checkpoint import CheckpointWarning, RunCheckpoints

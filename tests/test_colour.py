@@ -11,7 +11,7 @@ from scipy.special import expit
 
 from aevae_jax.cli.main import main
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.data.dataset import PHOTO_TEST_COLUMNS, load_dataset
+from aevae_jax.data.sources import PHOTO_TEST_COLUMNS, load_dataset
 from aevae_jax.errors import UserError
 from aevae_jax.nn.likelihoods import bits_per_dim, discretized_logistic_log_prob, get_likelihood
 

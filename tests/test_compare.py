@@ -361,7 +361,7 @@ def test_eval_inputs_of_the_training_split_are_the_static_training_draw():
     import jax
     import jax.numpy as jnp
 
-    from aevae_jax.data.dataset import preprocess
+    from aevae_jax.data.preprocess import preprocess
     from aevae_jax.evaluate.evaluation import TRAIN_SPLIT, eval_inputs
 
     x = jnp.full((5, 4, 4, 1), 100, jnp.uint8)

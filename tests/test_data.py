@@ -9,9 +9,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
-from aevae_jax.data import dataset as data
 from aevae_jax.data.fashion_mnist_idx import FashionMnistIdx
+
+from aevae_jax.data import npz, sources
+from aevae_jax.data.preprocess import bernoulli_threshold, preprocess
+from aevae_jax.data.sources import (
+    KNOWN_SHAPES,
+    PHOTOS_NAME,
+    TFDS_NAMES,
+    describe_dataset,
+    load_dataset,
+    load_sklearn_photos,
+)
+from aevae_jax.data.spec import Dataset, DataShape, describe_arrays
+from aevae_jax.data.validate import validate_dataset
 from aevae_jax.errors import UserError
 
 
@@ -61,22 +72,22 @@ def test_offline_fashion_mnist_matches_the_idx_files_as_a_set(fashion_mnist):
     "name,shape", [("mnist", (28, 28, 1)), ("kmnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]
 )
 def test_tfds_names_load_through_tfds(name, shape, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "network_available", lambda timeout=3.0: True)
+    monkeypatch.setattr(sources, "network_available", lambda timeout=3.0: True)
     with tfds.testing.mock_data(num_examples=12):
-        ds = data.load_dataset(name, data_dir=str(tmp_path))
+        ds = load_dataset(name, data_dir=str(tmp_path))
     assert ds.x_train.shape == (12, *shape) and ds.x_train.dtype == np.uint8
     assert ds.y_train.shape == (12,) and ds.y_train.dtype == np.int32
     assert ds.num_classes == 10
-    described = data.describe_dataset(name)
+    described = describe_dataset(name)
     assert (described.image_shape, described.num_classes) == (shape, 10)
 
 
 def test_binarized_mnist_loads_without_labels(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "network_available", lambda timeout=3.0: True)
+    monkeypatch.setattr(sources, "network_available", lambda timeout=3.0: True)
     with tfds.testing.mock_data(num_examples=12):
-        ds = data.load_dataset("binarized_mnist", data_dir=str(tmp_path))
+        ds = load_dataset("binarized_mnist", data_dir=str(tmp_path))
     assert ds.x_train.shape == (12, 28, 28, 1) and ds.y_train is None and ds.num_classes is None
-    assert data.describe_dataset("binarized_mnist") == data.DataShape(
+    assert describe_dataset("binarized_mnist") == DataShape(
         "binarized_mnist", (28, 28, 1), None, 50_000, 10_000
     )
 
@@ -85,7 +96,7 @@ def test_unprepared_dataset_without_network_fails_fast_with_remedy(tmp_path, mon
     monkeypatch.setenv("AEVAE_OFFLINE", "1")
     start = time.perf_counter()
     with pytest.raises(UserError, match="tfds build mnist"):
-        data.load_dataset("mnist", data_dir=str(tmp_path))
+        load_dataset("mnist", data_dir=str(tmp_path))
     assert time.perf_counter() - start < 10
 
 
@@ -93,19 +104,19 @@ def test_fashion_mnist_without_idx_files_names_the_debian_package(tmp_path, monk
     monkeypatch.setenv("AEVAE_OFFLINE", "1")
     monkeypatch.setenv("AEVAE_FASHION_MNIST_DIR", str(tmp_path / "nothing"))
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
-        data.load_dataset("fashion_mnist", data_dir=str(tmp_path / "tfds"))
+        load_dataset("fashion_mnist", data_dir=str(tmp_path / "tfds"))
 
 
 def test_offline_switch_skips_the_network_probe(monkeypatch):
     monkeypatch.setenv("AEVAE_OFFLINE", "1")
     start = time.perf_counter()
-    assert data.network_available(timeout=30.0) is False
+    assert sources.network_available(timeout=30.0) is False
     assert time.perf_counter() - start < 0.1
 
 
 def test_unknown_dataset_name_lists_the_choices():
     with pytest.raises(UserError, match="fashion_mnist, mnist"):
-        data.load_dataset("imagenet")
+        load_dataset("imagenet")
 
 
 # --------------------------------------------------------------------------- .npz input
@@ -124,7 +135,7 @@ def test_npz_with_sklearn_digits(tmp_path):
         x_test=images[1500:],
         y_test=digits.target[1500:],
     )
-    ds = data.load_dataset(str(path))
+    ds = load_dataset(str(path))
     assert ds.x_train.shape == (1500, 8, 8, 1) and ds.x_train.dtype == np.float32
     assert ds.x_test.shape == (297, 8, 8, 1) and ds.num_classes == 10
     np.testing.assert_array_equal(ds.x_train[..., 0], images[:1500])
@@ -182,18 +193,18 @@ def test_bad_data_gets_one_clear_error_the_same_from_npz_python_and_describe(
 ):
     path = _npz(tmp_path, **arrays)
     with pytest.raises(UserError, match=message) as from_npz:
-        data.load_dataset(path)
+        load_dataset(path)
     if "x_test" in arrays:  # a Dataset without x_test: "x_test is missing"
-        ds = data.Dataset("d", *(arrays.get(k) for k in ("x_train", "x_test", "y_train", "y_test")))
+        ds = Dataset("d", *(arrays.get(k) for k in ("x_train", "x_test", "y_train", "y_test")))
         with pytest.raises(UserError) as from_python:
-            data.validate_dataset(ds)
+            validate_dataset(ds)
         assert str(from_python.value) == str(from_npz.value)
     if shape_level:
         with pytest.raises(UserError) as from_describe:
-            data.describe_dataset(path)
+            describe_dataset(path)
         assert str(from_describe.value) == str(from_npz.value)
     else:  # the image values are the load's to check
-        assert data.describe_dataset(path).n_train == len(arrays["x_train"])
+        assert describe_dataset(path).n_train == len(arrays["x_train"])
 
 
 def test_accepted_variants_are_normalised(tmp_path):
@@ -207,7 +218,7 @@ def test_accepted_variants_are_normalised(tmp_path):
         y_test=np.array([True, False, True]),  # bool
         notes=np.arange(3),  # members other than x_*, y_* are ignored
     )
-    ds = data.load_dataset(path)
+    ds = load_dataset(path)
     assert ds.x_train.dtype == np.uint8 and ds.x_train.shape == (5, 6, 7, 1)
     np.testing.assert_array_equal(ds.x_train[..., 0], grey)
     assert ds.x_test.dtype == np.uint8 and set(np.unique(ds.x_test).tolist()) <= {0, 255}
@@ -216,7 +227,7 @@ def test_accepted_variants_are_normalised(tmp_path):
     assert ds.num_classes == 3
     # Any channel count: the models and figures take C channels.
     two = np.zeros((4, 8, 8, 2), np.float64)
-    assert data.load_dataset(_npz(tmp_path, x_train=two, x_test=two)).x_train.dtype == np.float32
+    assert load_dataset(_npz(tmp_path, x_train=two, x_test=two)).x_train.dtype == np.float32
 
 
 def test_npz_with_a_stray_file_in_the_archive_ignores_it(tmp_path):
@@ -225,14 +236,14 @@ def test_npz_with_a_stray_file_in_the_archive_ignores_it(tmp_path):
     path = _npz(tmp_path, x_train=GOOD, x_test=GOOD)
     with zipfile.ZipFile(path, "a") as zf:
         zf.writestr("README.txt", "my data")
-    assert data.load_dataset(path).x_train.shape == (4, 8, 8, 1)
-    assert data.describe_dataset(path).n_test == 4
+    assert load_dataset(path).x_train.shape == (4, 8, 8, 1)
+    assert describe_dataset(path).n_test == 4
 
 
 def test_npz_with_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "obj.npz"
     np.savez(path, x_train=np.array([{"a": 1}], dtype=object), x_test=GOOD)
-    for read in (data.load_dataset, data.describe_dataset):
+    for read in (load_dataset, describe_dataset):
         with pytest.raises(UserError, match="without pickle"):
             read(str(path))
 
@@ -241,37 +252,37 @@ def test_missing_corrupt_unreadable_or_misnamed_data_files(tmp_path, monkeypatch
     import zipfile
 
     with pytest.raises(UserError, match="no such data file"):
-        data.load_dataset(str(tmp_path / "none.npz"))
+        load_dataset(str(tmp_path / "none.npz"))
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a readable"):
-        data.load_dataset(str(bad))
+        load_dataset(str(bad))
     member = tmp_path / "member.npz"
     with zipfile.ZipFile(member, "w") as zf:
         zf.writestr("x_train.npy", b"\x93NUMPY garbage")
         zf.writestr("x_test.npy", b"")
-    for read in (data.load_dataset, data.describe_dataset):
+    for read in (load_dataset, describe_dataset):
         with pytest.raises(UserError, match="member 'x_train' is not a readable NumPy array"):
             read(str(member))
     folder = tmp_path / "folder.npz"
     folder.mkdir()
     with pytest.raises(UserError, match="is a directory"):
-        data.load_dataset(str(folder))
+        load_dataset(str(folder))
     with pytest.raises(UserError, match="is a directory"):
-        data.load_dataset(str(tmp_path))
+        load_dataset(str(tmp_path))
     npy = tmp_path / "x.npy"
     np.save(npy, GOOD)
     with pytest.raises(UserError, match=r"not an \.npz file; save the arrays with np\.savez"):
-        data.load_dataset(str(npy))
+        load_dataset(str(npy))
     with pytest.raises(UserError, match=r"unknown dataset 'nothing\.npy'"):
-        data.load_dataset("nothing.npy")
+        load_dataset("nothing.npy")
     good = _npz(tmp_path, x_train=GOOD, x_test=GOOD)
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(data.zipfile, "ZipFile", denied)  # root may read any file
-    for read in (data.load_dataset, data.describe_dataset):
+    monkeypatch.setattr(npz.zipfile, "ZipFile", denied)  # root may read any file
+    for read in (load_dataset, describe_dataset):
         with pytest.raises(UserError, match=r"cannot be read \(Permission denied\)"):
             read(good)
 
@@ -282,25 +293,23 @@ def test_missing_corrupt_unreadable_or_misnamed_data_files(tmp_path, monkeypatch
 def test_validate_dataset_normalises_a_hand_built_dataset_and_keeps_good_arrays():
     x = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3)).astype(np.uint8)
     y = np.array([0, 1, 2, 0, 1, 2], np.int32)
-    ds = data.Dataset("mine", x[:4], x[4:], y[:4], y[4:], ("a", "b", "c"))
-    assert data.validate_dataset(ds).x_train is ds.x_train  # nothing copied
-    assert data.validate_dataset(ds).y_test is ds.y_test
-    floats = data.Dataset(
-        "mine", x[:4, ..., 0] / 255.0, x[4:, ..., 0] / 255.0, [0, 1, 0, 1], [1, 0]
-    )
-    out = data.validate_dataset(floats)
+    ds = Dataset("mine", x[:4], x[4:], y[:4], y[4:], ("a", "b", "c"))
+    assert validate_dataset(ds).x_train is ds.x_train  # nothing copied
+    assert validate_dataset(ds).y_test is ds.y_test
+    floats = Dataset("mine", x[:4, ..., 0] / 255.0, x[4:, ..., 0] / 255.0, [0, 1, 0, 1], [1, 0])
+    out = validate_dataset(floats)
     assert out.x_train.dtype == np.float32 and out.x_train.shape == (4, 4, 4, 1)
     assert out.y_train.dtype == np.int32 and out.num_classes == 2
     with pytest.raises(UserError, match="x_test is missing"):
-        data.validate_dataset(data.Dataset("mine", x, None))
+        validate_dataset(Dataset("mine", x, None))
     with pytest.raises(UserError, match="class_names has 2 names but the labels go up to 2"):
-        data.validate_dataset(dataclasses.replace(ds, class_names=("a", "b")))
+        validate_dataset(dataclasses.replace(ds, class_names=("a", "b")))
     with pytest.raises(UserError, match="sequence of strings"):
-        data.validate_dataset(dataclasses.replace(ds, class_names="abc"))
+        validate_dataset(dataclasses.replace(ds, class_names="abc"))
     with pytest.raises(UserError, match="non-empty string"):
-        data.validate_dataset(dataclasses.replace(ds, name=""))
+        validate_dataset(dataclasses.replace(ds, name=""))
     with pytest.raises(UserError, match="x_train has dtype object"):
-        data.validate_dataset(data.Dataset("mine", np.empty((4, 2, 2, 1), object), x))
+        validate_dataset(Dataset("mine", np.empty((4, 2, 2, 1), object), x))
 
 
 # -------------------------------------------------------------------- describe_dataset
@@ -312,25 +321,23 @@ def test_describe_npz_equals_the_loaded_shape(tmp_path):
     np.savez_compressed(
         labelled, x_train=x, x_test=x[:3], y_train=np.arange(7) % 4, y_test=[5, 0, 1]
     )
-    shape = data.describe_dataset(labelled)
-    assert shape == data.DataShape("l", (6, 5, 1), 6, 7, 3)
-    assert shape == data.describe_arrays(data.load_dataset(labelled))
+    shape = describe_dataset(labelled)
+    assert shape == DataShape("l", (6, 5, 1), 6, 7, 3)
+    assert shape == describe_arrays(load_dataset(labelled))
     plain = _npz(
         tmp_path, x_train=np.zeros((9, 8, 8, 3), np.uint8), x_test=GOOD[..., None].repeat(3, -1)
     )
-    assert data.describe_dataset(plain) == data.DataShape("d", (8, 8, 3), None, 9, 4)
+    assert describe_dataset(plain) == DataShape("d", (8, 8, 3), None, 9, 4)
 
 
 def test_describe_built_in_data_sets(fashion_mnist):
-    assert data.describe_dataset("fashion_mnist") == data.describe_arrays(fashion_mnist)
-    assert data.describe_dataset(data.PHOTOS_NAME) == data.describe_arrays(
-        data.load_sklearn_photos()
-    )
-    assert set(data.KNOWN_SHAPES) == {*data.TFDS_NAMES, data.PHOTOS_NAME}
+    assert describe_dataset("fashion_mnist") == describe_arrays(fashion_mnist)
+    assert describe_dataset(PHOTOS_NAME) == describe_arrays(load_sklearn_photos())
+    assert set(KNOWN_SHAPES) == {*TFDS_NAMES, PHOTOS_NAME}
     with pytest.raises(UserError) as described:
-        data.describe_dataset("imagenet")
+        describe_dataset("imagenet")
     with pytest.raises(UserError) as loaded:
-        data.load_dataset("imagenet")
+        load_dataset("imagenet")
     assert str(described.value) == str(loaded.value)
 
 
@@ -353,9 +360,9 @@ def test_describe_npz_reads_headers_and_labels_but_no_images(tmp_path, monkeypat
     monkeypatch.setattr(np.lib.format, "read_array", spy)
     monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load reads whole members"))
     start = time.perf_counter()
-    shape = data.describe_dataset(path)
+    shape = describe_dataset(path)
     assert time.perf_counter() - start < 0.5
-    assert shape == data.DataShape("d", (28, 28, 1), 10, 60_000, 10_000)
+    assert shape == DataShape("d", (28, 28, 1), 10, 60_000, 10_000)
     assert shapes == [(60_000,), (10_000,)]  # the labels only
 
 
@@ -370,18 +377,18 @@ def test_train_size_beyond_the_split_is_an_error(fashion_mnist):
 
 def test_preprocess_none_scales_uint8_to_unit_interval():
     x = jnp.array([[0, 51, 255]], jnp.uint8)
-    np.testing.assert_allclose(data.preprocess(x, "none", None), [[0.0, 0.2, 1.0]])
+    np.testing.assert_allclose(preprocess(x, "none", None), [[0.0, 0.2, 1.0]])
 
 
 def test_dynamic_binarization_thresholds_are_exact_to_2_pow_minus_17():
     # P(x = 1) = t / 2^16 over the 2^16 equally likely 16-bit draws u, x = [u < t].
     k = np.arange(256)
-    t = np.asarray(data.bernoulli_threshold(jnp.asarray(k, jnp.uint8))).astype(np.int64)
+    t = np.asarray(bernoulli_threshold(jnp.asarray(k, jnp.uint8))).astype(np.int64)
     np.testing.assert_array_equal(t, np.round(k * 65536 / 255))  # no float rounding
     assert t[0] == 0 and t[255] == 65536  # black is always 0, white always 1
     assert np.abs(t / 65536 - k / 255).max() <= 2.0**-17
     p = np.linspace(0, 1, 1001, dtype=np.float32)  # a user's float images
-    tf = np.asarray(data.bernoulli_threshold(jnp.asarray(p))).astype(np.int64)
+    tf = np.asarray(bernoulli_threshold(jnp.asarray(p))).astype(np.int64)
     assert np.abs(tf / 65536 - p.astype(np.float64)).max() <= 2.0**-17 + 1e-7
 
 
@@ -393,12 +400,12 @@ def test_dynamic_binarization_uses_16_bits_per_pixel_as_specified():
     words = np.asarray(jax.random.bits(key, (5, 25), jnp.uint32))
     u = np.concatenate([words >> 16, words & 0xFFFF], axis=1)[:, :49].reshape(x.shape)
     t = np.round(np.asarray(x, np.int64) * 65536 / 255)
-    np.testing.assert_array_equal(data.preprocess(x, "dynamic", key), (u < t).astype(np.float32))
+    np.testing.assert_array_equal(preprocess(x, "dynamic", key), (u < t).astype(np.float32))
 
 
 def test_dynamic_binarization_is_bernoulli_of_the_grey_level_and_keyed():
     levels = jnp.tile(jnp.arange(256, dtype=jnp.uint8), (4096, 1))  # 4,096 draws per level
-    a = np.asarray(data.preprocess(levels, "dynamic", jax.random.key(0)))
+    a = np.asarray(preprocess(levels, "dynamic", jax.random.key(0)))
     assert set(np.unique(a).tolist()) == {0.0, 1.0}
     p = np.arange(256) / 255
     freq = a.mean(axis=0)
@@ -408,26 +415,24 @@ def test_dynamic_binarization_is_bernoulli_of_the_grey_level_and_keyed():
     assert np.abs(z).max() < 5.0
     assert np.mean(z**2) == pytest.approx(1.0, abs=0.3)  # chi-square / dof near 1
     # One key gives the same bits; another key, and the next step's key, others.
-    np.testing.assert_array_equal(a, data.preprocess(levels, "dynamic", jax.random.key(0)))
-    assert not np.array_equal(a, data.preprocess(levels, "dynamic", jax.random.key(1)))
+    np.testing.assert_array_equal(a, preprocess(levels, "dynamic", jax.random.key(0)))
+    assert not np.array_equal(a, preprocess(levels, "dynamic", jax.random.key(1)))
     step = jax.random.fold_in(jax.random.key(0), 1)
-    assert not np.array_equal(a, data.preprocess(levels, "dynamic", step))
+    assert not np.array_equal(a, preprocess(levels, "dynamic", step))
     # An example's draw does not depend on the batch it sits in (nor on its sharding).
-    np.testing.assert_array_equal(
-        a[:100], data.preprocess(levels[:100], "dynamic", jax.random.key(0))
-    )
+    np.testing.assert_array_equal(a[:100], preprocess(levels[:100], "dynamic", jax.random.key(0)))
 
 
 def test_static_binarization_is_fixed_per_example_index():
     x = jnp.full((6, 4, 4, 1), 128, jnp.uint8)
     idx = jnp.arange(6)
-    a = data.preprocess(x, "static", jax.random.key(0), idx)
-    b = data.preprocess(x, "static", jax.random.key(99), idx)  # the step key is ignored
+    a = preprocess(x, "static", jax.random.key(0), idx)
+    b = preprocess(x, "static", jax.random.key(99), idx)  # the step key is ignored
     np.testing.assert_array_equal(a, b)
     # The same example drawn in another batch position gives the same image.
-    c = data.preprocess(x[::-1], "static", None, idx[::-1])
+    c = preprocess(x[::-1], "static", None, idx[::-1])
     np.testing.assert_array_equal(c[::-1], a)
     assert not np.array_equal(a[0], a[1])
     # Test examples get a draw of their own.
-    t = data.preprocess(x, "static", None, idx, split=1)
+    t = preprocess(x, "static", None, idx, split=1)
     assert not np.array_equal(t, a)

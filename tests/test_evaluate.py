@@ -10,7 +10,7 @@ import pytest
 from scipy import linalg, stats
 
 from aevae_jax.config import ModelConfig
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.evaluate import evaluation as E
 from aevae_jax.evaluate import metrics as M
 from aevae_jax.evaluate.samplers import expost_gaussian, standard_normal

@@ -10,7 +10,7 @@ import pytest
 import scaffold as X
 
 from aevae_jax import Batch
-from aevae_jax.data.dataset import load_dataset
+from aevae_jax.data.sources import load_dataset
 from aevae_jax.errors import UserError
 from tests.helpers import load_script
 

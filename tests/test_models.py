@@ -11,7 +11,7 @@ import pytest
 from helpers import elbo_terms_by_hand
 
 from aevae_jax.config import ModelConfig
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.errors import UserError
 from aevae_jax.models import Batch, make_model, model_info, model_names, resolve
 from aevae_jax.models.vae import reparameterize

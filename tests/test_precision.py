@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aevae_jax.config import ModelConfig
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.errors import UserError
 from aevae_jax.models import Batch, make_model
 from aevae_jax.train.fit import fit

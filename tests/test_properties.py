@@ -36,7 +36,7 @@ from hypothesis.extra import numpy as hnp
 from scipy.special import logsumexp
 
 from aevae_jax.config import ModelConfig
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.evaluate import evaluation as E
 from aevae_jax.evaluate import metrics as M
 from aevae_jax.models import Batch, make_model

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import bernoulli_nll_by_hand, build
 
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.errors import UserError
 from aevae_jax.evaluate.evaluation import EVAL_MASK_RATIO, inpainting_mask
 from aevae_jax.evaluate.metrics import hoyer_sparsity
@@ -208,7 +208,7 @@ def test_inpainting_mask_of_the_evaluator():
 
 
 def test_corruption_tests_of_the_evaluator_draw_per_image_whatever_the_split_size():
-    from aevae_jax.data.dataset import Dataset
+    from aevae_jax.data.spec import Dataset
     from aevae_jax.evaluate.evaluation import evaluate_model
 
     spec = DataSpec("e", (8, 8, 1), None)

@@ -12,7 +12,7 @@ from helpers import TINY, bernoulli_nll_by_hand, build, elbo_terms_by_hand
 from scipy.special import logsumexp
 
 from aevae_jax.config import ModelConfig, OptimConfig
-from aevae_jax.data.dataset import Dataset
+from aevae_jax.data.spec import Dataset
 from aevae_jax.evaluate.evaluation import evaluate_model, iwae_log_likelihood
 from aevae_jax.models import Batch, make_model, model_names
 from aevae_jax.models.aae import discriminator_losses, generator_losses

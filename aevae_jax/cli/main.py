@@ -446,7 +446,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_runs(run_dirs: list[str], args: argparse.Namespace):
     """Each run's test metrics (the runs must share a model and a data set)."""
     from aevae_jax.config import config_differences
-    from aevae_jax.data.dataset import load_dataset
+    from aevae_jax.data.sources import load_dataset
     from aevae_jax.evaluate.classifier import load_or_train_classifier
     from aevae_jax.evaluate.evaluation import evaluate_model, evaluation_key
     from aevae_jax.train.runs import load_run

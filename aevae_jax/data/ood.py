@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aevae_jax.data.dataset import load_sklearn_photos
+from aevae_jax.data.sources import load_sklearn_photos
 
 SIDE, DIGIT_BOX = 28, 20
 NOISE_SEED, NOISE_COUNT = 0, 2000

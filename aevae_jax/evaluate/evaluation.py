@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aevae_jax.data.dataset import preprocess
+from aevae_jax.data.preprocess import preprocess
 from aevae_jax.errors import require
 from aevae_jax.evaluate import metrics as M
 from aevae_jax.models import Batch, Encoding, Model

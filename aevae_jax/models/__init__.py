@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aevae_jax.config import ModelConfig
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.errors import UserError, require
 from aevae_jax.models.base import Batch, Claim, Encoding, Model, Stage
 

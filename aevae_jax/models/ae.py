@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import jax
 
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.models import register
 from aevae_jax.models.base import Backbone, Encoding, Model, make_backbone_fns
 from aevae_jax.nn.likelihoods import Likelihood, batch_mean, get_likelihood

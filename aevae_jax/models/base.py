@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.nn.likelihoods import Likelihood, get_likelihood
 
 Params = Any  # a pytree of arrays

@@ -14,7 +14,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.models import register
 from aevae_jax.models.base import Backbone, Encoding, Model, make_backbone_fns, one_hot_labels
 from aevae_jax.nn.likelihoods import (

@@ -31,7 +31,9 @@ import jax
 import numpy as np
 
 from aevae_jax.config import RunConfig
-from aevae_jax.data.dataset import describe_arrays, describe_dataset, load_dataset, validate_dataset
+from aevae_jax.data.sources import describe_dataset, load_dataset
+from aevae_jax.data.spec import describe_arrays
+from aevae_jax.data.validate import validate_dataset
 from aevae_jax.errors import require
 from aevae_jax.evaluate import metrics as M
 from aevae_jax.evaluate.classifier import load_or_train_classifier

@@ -121,7 +121,7 @@ def run_zoo(
 ) -> dict:
     """Train and evaluate the zoo (see the module docstring); returns zoo.json's dict.
     With `seeds`, every model trains each seed at once and the table shows mean ± std."""
-    from aevae_jax.data.dataset import load_dataset
+    from aevae_jax.data.sources import load_dataset
 
     t0 = time.perf_counter()
     data = load_dataset(cfg.data.dataset, cfg.data.data_dir)

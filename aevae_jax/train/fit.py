@@ -45,17 +45,10 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from aevae_jax.config import RunConfig
-from aevae_jax.data.dataset import (
-    Dataset,
-    DataShape,
-    DataSpec,
-    describe_arrays,
-    describe_dataset,
-    load_dataset,
-    preprocess,
-    require_train_size,
-    validate_dataset,
-)
+from aevae_jax.data.preprocess import preprocess
+from aevae_jax.data.sources import describe_dataset, load_dataset
+from aevae_jax.data.spec import Dataset, DataShape, DataSpec, describe_arrays, require_train_size
+from aevae_jax.data.validate import validate_dataset
 from aevae_jax.errors import UserError, require
 from aevae_jax.evaluate.evaluation import eval_inputs, make_epoch_test, selection_metric
 from aevae_jax.models import Batch, Model, import_models, make_model, resolve

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 
 from aevae_jax.config import RunConfig, config_differences
-from aevae_jax.data.dataset import DataSpec
+from aevae_jax.data.spec import DataSpec
 from aevae_jax.errors import UserError, require
 
 CONFIG_FILE = "config.json"

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from aevae_jax.config import RunConfig
-from aevae_jax.data.dataset import Dataset, DataSpec, load_dataset
+from aevae_jax.data.sources import load_dataset
+from aevae_jax.data.spec import Dataset, DataSpec
 from aevae_jax.errors import require
 from aevae_jax.models import Model, import_models, make_model
 from aevae_jax.train.checkpoint import RunCheckpoints

@@ -22,8 +22,9 @@ from aevae_jax.data.preprocess import preprocess
 from aevae_jax.data.sources import load_dataset
 from aevae_jax.data.spec import Dataset, DataSpec
 from aevae_jax.errors import UserError
-from aevae_jax.evaluate.evaluation import evaluate_model, iwae_log_likelihood
+from aevae_jax.evaluate.evaluation import evaluate_model
 from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images
+from aevae_jax.evaluate.scores import iwae_log_likelihood
 from aevae_jax.models import (
     Batch,
     Encoding,
@@ -36,16 +37,10 @@ from aevae_jax.models import (
     register,
 )
 from aevae_jax.nn.optim import frozen, make_optimizer, param_groups
-from aevae_jax.train.fit import (
-    FitResult,
-    fit,
-    fit_seeds,
-    make_epoch_fn,
-    make_streams,
-    make_train_epoch,
-)
+from aevae_jax.train.fit import FitResult, fit, fit_seeds
 from aevae_jax.train.parallel import Placement, initialize_distributed, make_placement
 from aevae_jax.train.runs import LoadedRun, load_run
+from aevae_jax.train.step import make_epoch_fn, make_streams, make_train_epoch
 
 __all__ = [
     "Batch",

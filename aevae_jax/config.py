@@ -4,6 +4,11 @@ Every field is validated when the dataclass is built (`__post_init__`), so a bad
 fails with a `UserError` before any data is loaded or anything is compiled. Configs
 round-trip through plain dicts (`to_dict` / `from_dict`), which is how a run directory
 remembers how it was made.
+
+Each field that the command line sets says so once, in its `option(...)`: its flag, help
+text, help group, choices and how a flag value is parsed (`Option`). The `aevae` parser,
+the config it builds from parsed flags and the defaults a resumed run reads back are all
+made from these (aevae_jax/cli/flags.py), so adding a field is one edit here.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 from aevae_jax.errors import UserError, require
@@ -26,6 +32,78 @@ DTYPES = ("float32", "bfloat16")  # the networks' compute dtype; parameters stay
 ACTIVATION_NAMES = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
 LIKELIHOOD_NAMES = ("bernoulli", "mse", "gaussian", "logistic")
 
+# The help groups of the options, in the order `aevae train --help` shows them.
+DATA, BACKBONE, OPTIMISATION, RUN = (
+    "data",
+    "backbone (shared by every model)",
+    "optimisation",
+    "run",
+)
+OPTION = "option"  # the metadata key of a field's `Option`
+
+
+def sizes(values) -> tuple[int, ...]:
+    """Several sizes given as `512 256`, `512,256` or both -> (512, 256) (ValueError on a
+    non-integer); a tuple of ints passes through."""
+    return tuple(int(v) for item in values for v in str(item).split(",") if v)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """How the command line sets one config field.
+
+    parse: int, float or str (the flag's value), bool (a `--flag/--no-flag` pair), or
+      `sizes` (one or more values, `--hidden 512 256` or `--hidden 512,256`).
+    default_text: what a None default means, for --help (e.g. "all").
+    unset: the parser's default is None whatever the field's, so that a command can
+      tell a given flag from an absent one (None then means the field's default).
+    shortcut: (flag, value, help) of a second flag that sets the field to `value`.
+    """
+
+    flag: str
+    help: str
+    group: str
+    parse: Callable[[Any], Any]
+    choices: tuple[str, ...] | None = None
+    default_text: str | None = None
+    unset: bool = False
+    shortcut: tuple[str, Any, str] | None = None
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed arguments that holds the flag's value."""
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    flag: str,
+    group: str,
+    help: str = "",
+    parse: Callable[[Any], Any] | None = None,
+    default_factory: Any = dataclasses.MISSING,
+    **kwargs: Any,
+) -> Any:
+    """A dataclass field set by the command-line flag `flag` (see `Option`); `parse`
+    defaults to the type of `default` (int, float, str or bool)."""
+    if parse is None:
+        parse = type(default)
+        if parse not in (int, float, str, bool):
+            raise TypeError(f"option {flag}: say how its value is parsed (parse=)")
+    meta = {OPTION: Option(flag, help, group, parse, **kwargs)}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
+
+
+def option_fields(cls: type | None = None, prefix: str = ""):
+    """(dotted name, field, Option) of every field of RunConfig (or `cls`) that the command
+    line sets, nested configs' fields included, in declaration order."""
+    for f in dataclasses.fields(cls or RunConfig):
+        if f.name in _NESTED:
+            yield from option_fields(_NESTED[f.name], f"{prefix}{f.name}.")
+        elif OPTION in f.metadata:
+            yield f"{prefix}{f.name}", f, f.metadata[OPTION]
+
 
 def _positive_int(name: str, value: Any) -> None:
     require(
@@ -40,21 +118,41 @@ def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Which data, how much of it, and how pixels become targets.
+    """Which data, how much of it, and how pixels become targets. What each field means
+    (the data sets `dataset` names among them) is said once, in its option's help."""
 
-    dataset: a tfds name (fashion_mnist, mnist, binarized_mnist, kmnist, cifar10) or a
-      path to an `.npz` file with `x_train`, `x_test` (optional `y_train`, `y_test`).
-    binarize: `dynamic` draws x ~ Bernoulli(pixel) with a fresh key every step,
-      `static` draws once per example (a fixed key per example index), `none` keeps
-      the grey levels in [0, 1].
-    train_size: use the first `train_size` training examples (None: all of them).
-    data_dir: where tfds keeps prepared data sets (None: tfds' default).
-    """
-
-    dataset: str = "fashion_mnist"
-    binarize: str = "dynamic"
-    train_size: int | None = None
-    data_dir: str | None = None
+    dataset: str = option(
+        "fashion_mnist",
+        flag="--dataset",
+        group=DATA,
+        help="tfds name (fashion_mnist, mnist, binarized_mnist, kmnist, cifar10), "
+        "sklearn_photos (32x32 colour patches of scikit-learn's two sample photographs, "
+        "offline), or a path to an .npz with x_train, x_test [, y_train, y_test]",
+    )
+    binarize: str = option(
+        "dynamic",
+        flag="--binarize",
+        group=DATA,
+        choices=BINARIZE_MODES,
+        help="dynamic: fresh Bernoulli draw every step; static: one fixed draw per example; "
+        "none: grey levels in [0, 1]",
+    )
+    train_size: int | None = option(
+        None,
+        flag="--train-size",
+        group=DATA,
+        parse=int,
+        help="use only the first N training examples",
+        default_text="all",
+    )
+    data_dir: str | None = option(
+        None,
+        flag="--data-dir",
+        group=DATA,
+        parse=str,
+        help="tfds data directory",
+        default_text="tfds' own, ~/tensorflow_datasets",
+    )
 
     def __post_init__(self):
         require(bool(self.dataset), "dataset must be a tfds name or a path to an .npz file")
@@ -65,30 +163,73 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Which model and backbone. Hidden sizes are listed from the input inwards;
-    decoders mirror them. `likelihood=None` takes the model's default (AE: mse,
-    VAE: bernoulli). `init` picks the layer initialisation: 'lecun' (Flax's defaults) or
-    'torch' (PyTorch's nn.Linear/Conv2d defaults, to reproduce PyTorch set-ups).
-    `dtype` is the compute dtype of the shared backbone (MLP and conv encoders and
-    decoders): 'bfloat16' computes them in bfloat16 with float32 parameters, optimiser
-    state, losses and log-densities. Model-specific networks (the masked AE's token
-    encoder, the VQ-VAE's prior, the adversarial AE's discriminator) stay float32.
+    """Which model and backbone; the fields' options say what each means. Decoders
+    mirror the encoder's sizes. `dtype` applies to the shared backbone (MLP and conv
+    encoders and decoders); model-specific networks (the masked AE's token encoder, the
+    VQ-VAE's prior, the adversarial AE's discriminator) stay float32.
 
+    `name` is set by `--model` (`--models` for several), not by an option here.
     `options` holds the model's own options (beta, k, codebook size, ...) as a plain
     dict; the model's registered options dataclass validates it and fills in its
     defaults (`aevae_jax.models.resolve`), so nothing model-specific lives here.
     """
 
     name: str = "vae"
-    backbone: str = "mlp"
-    hidden: tuple[int, ...] = (400,)
-    latent_dim: int = 20
-    activation: str = "relu"
-    likelihood: str | None = None
-    conv_channels: tuple[int, ...] = (32, 64)
-    init: str = "lecun"
+    backbone: str = option(
+        "mlp",
+        flag="--backbone",
+        group=BACKBONE,
+        choices=BACKBONES,
+        help="dense layers (mlp), or stride-2 convolutions then dense layers (conv)",
+    )
+    hidden: tuple[int, ...] = option(
+        (400,),
+        flag="--hidden",
+        group=BACKBONE,
+        parse=sizes,
+        help="hidden layer sizes from the input inwards, e.g. 512 256",
+    )
+    latent_dim: int = option(20, flag="--latent-dim", group=BACKBONE, help="size of the code")
+    activation: str = option(
+        "relu",
+        flag="--activation",
+        group=BACKBONE,
+        help="one of " + ", ".join(ACTIVATION_NAMES),
+    )
+    likelihood: str | None = option(
+        None,
+        flag="--likelihood",
+        group=BACKBONE,
+        parse=str,
+        help="bernoulli, gaussian, mse, or logistic (discretised, for 8-bit colour images "
+        "with --binarize none)",
+        default_text="the model's own; AE: mse, VAE: bernoulli",
+    )
+    conv_channels: tuple[int, ...] = option(
+        (32, 64),
+        flag="--conv-channels",
+        group=BACKBONE,
+        parse=sizes,
+        help="channels of the stride-2 convolutions of --backbone conv, from the input "
+        "inwards, e.g. 32 64",
+    )
+    init: str = option(
+        "lecun",
+        flag="--init",
+        group=BACKBONE,
+        choices=INITS,
+        help="layer initialisation: Flax's defaults (lecun) or PyTorch's nn.Linear/Conv2d "
+        "ones, to reproduce PyTorch set-ups (torch)",
+    )
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    dtype: str = "float32"
+    dtype: str = option(
+        "float32",
+        flag="--dtype",
+        group=BACKBONE,
+        choices=DTYPES,
+        help="compute dtype of the networks; bfloat16 keeps float32 parameters, optimiser "
+        "state, losses and log-densities",
+    )
 
     def __post_init__(self):
         require(
@@ -113,15 +254,31 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """The Optax optimiser. `grad_clip` is a global-norm clip (None: no clipping);
-    schedules decay over the whole run; `warmup_steps` applies to warmup_cosine."""
+    """The Optax optimiser (each field's option says what it means)."""
 
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    grad_clip: float | None = None
-    weight_decay: float = 0.0
+    optimizer: str = option("adam", flag="--optimizer", group=OPTIMISATION, choices=OPTIMIZERS)
+    lr: float = option(1e-3, flag="--lr", group=OPTIMISATION, help="learning rate")
+    schedule: str = option(
+        "constant",
+        flag="--schedule",
+        group=OPTIMISATION,
+        choices=SCHEDULES,
+        help="learning-rate schedule; the decaying ones decay over the whole run",
+    )
+    warmup_steps: int = option(
+        0, flag="--warmup-steps", group=OPTIMISATION, help="for warmup_cosine"
+    )
+    grad_clip: float | None = option(
+        None,
+        flag="--grad-clip",
+        group=OPTIMISATION,
+        parse=float,
+        help="clip gradients to this global norm",
+        default_text="no clipping",
+    )
+    weight_decay: float = option(
+        0.0, flag="--weight-decay", group=OPTIMISATION, help="decoupled weight decay, for adamw"
+    )
 
     def __post_init__(self):
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -165,25 +322,58 @@ class RunConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    epochs: int = 10
-    batch_size: int = 128
-    seed: int = 0
-    out: str = "runs/train"
-    checkpoint_every: int = 1
-    # Consecutive non-finite steps (loss, gradient or update) that are skipped before the
-    # run stops with an error; 1 stops at the first.
-    nonfinite_patience: int = 20
-    # TensorBoard event files beside metrics.jsonl: scalars every epoch, and image grids
-    # (test reconstructions, prior samples) every `image_every` epochs and at the last.
+    epochs: int = option(10, flag="--epochs", group=OPTIMISATION)
+    batch_size: int = option(128, flag="--batch-size", group=OPTIMISATION)
+    # Unset on the parser, so that `--seed` with `--seeds` is refused.
+    seed: int = option(0, flag="--seed", group=RUN, unset=True)
+    out: str = option("runs/train", flag="--out", group=RUN, help="output directory")
+    checkpoint_every: int = option(
+        1,
+        flag="--checkpoint-every",
+        group=RUN,
+        help="save a periodic checkpoint every N epochs",
+    )
+    nonfinite_patience: int = option(
+        20,
+        flag="--nonfinite-patience",
+        group=RUN,
+        help="steps whose loss, gradient or update is not finite are skipped; this many in "
+        "a row stop the run with an error",
+        shortcut=(
+            "--stop-on-nonfinite",
+            1,
+            "stop at the first non-finite step (--nonfinite-patience 1)",
+        ),
+    )
     # On unless the environment sets AEVAE_TENSORBOARD=0 (the test suite does).
-    tensorboard: bool = dataclasses.field(default_factory=lambda: tensorboard_default())
-    image_every: int = 5
-    # Keep a best checkpoint (by the model's selection metric on the test split) beside
-    # the periodic ones. Off where only the last epoch is used (the experiments): on small
-    # training sets its saves cost more than the epochs.
-    keep_best: bool = True
-    # Modules (or .py files) that register models from outside the package; a run
-    # remembers them so that `evaluate`, `sample` and `--resume` find its model again.
+    tensorboard: bool = option(
+        flag="--tensorboard",
+        group=RUN,
+        parse=bool,
+        default_factory=lambda: tensorboard_default(),
+        help="write TensorBoard summaries beside metrics.jsonl: scalars every epoch and "
+        "image grids; view with `tensorboard --logdir OUT` (AEVAE_TENSORBOARD=0 in the "
+        "environment turns the default off)",
+    )
+    image_every: int = option(
+        5,
+        flag="--image-every",
+        group=RUN,
+        help="TensorBoard image grids (test reconstructions, prior samples) every N epochs "
+        "and at the last",
+    )
+    # Off where only the last epoch is used (the experiments): on small training sets
+    # its saves cost more than the epochs.
+    keep_best: bool = option(
+        True,
+        flag="--keep-best",
+        group=RUN,
+        help="keep a best checkpoint (by the model's selection metric on the test split) "
+        "beside the periodic ones",
+    )
+    # Modules (or .py files) that register models from outside the package, set by
+    # `--import`; a run remembers them so that `evaluate`, `sample` and `--resume` find
+    # its model again.
     imports: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -211,14 +401,14 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         try:
-            return cls(
-                data=DataConfig(**d.get("data", {})),
-                model=ModelConfig(**d.get("model", {})),
-                optim=OptimConfig(**d.get("optim", {})),
-                **{k: v for k, v in d.items() if k not in ("data", "model", "optim")},
-            )
+            nested = {k: c(**d.get(k, {})) for k, c in _NESTED.items()}
+            return cls(**nested, **{k: v for k, v in d.items() if k not in _NESTED})
         except TypeError as e:  # unknown or missing keys in a hand-edited config
             raise UserError(f"configuration does not match RunConfig: {e}") from None
+
+
+# The fields of RunConfig that are configs of their own.
+_NESTED = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
 
 
 def config_differences(a: RunConfig, b: RunConfig, ignore=()) -> list[str]:

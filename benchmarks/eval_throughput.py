@@ -1,7 +1,7 @@
 """Evaluation throughput: the IWAE likelihood estimate with K = 5000 importance samples
 on the whole test split, as `aevae evaluate` computes it, against a per-example loop.
 
-- ours: `aevae_jax.evaluate.evaluation.iwae_bound` over the split with `SplitMap`, exactly as
+- ours: `aevae_jax.evaluate.scores.iwae_bound` over the split with `SplitMap`, exactly as
   `evaluate_model` runs it (examples vmapped in chunks of 100, blocks of 500, samples
   in chunks of 100 combined by a running log-sum-exp inside `lax.scan`);
 - the loop: what pythae's `get_nll` does, one example at a time, one compiled call per
@@ -34,10 +34,13 @@ import numpy as np
 from aevae_jax.config import ModelConfig, RunConfig
 from aevae_jax.data.sources import load_dataset
 from aevae_jax.data.spec import DataSpec
-from aevae_jax.evaluate.evaluation import TEST_SPLIT, SplitMap, eval_inputs, iwae_bound, one
+from aevae_jax.evaluate.scores import iwae_bound
+from aevae_jax.evaluate.split import TEST_SPLIT, SplitMap, eval_inputs, one
 from aevae_jax.models import make_model
 from aevae_jax.study.timing import compiled_stats, matmul_peak_gflops
-from aevae_jax.train.fit import main_stage_start, make_train_epoch, prepare_config
+from aevae_jax.train.fit import prepare_config
+from aevae_jax.train.stages import main_stage_start
+from aevae_jax.train.step import make_train_epoch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_CHUNK = 100  # samples per step, both sides

@@ -3,7 +3,7 @@ checks its loss and its gradient's global norm, and takes the update under `lax.
 what `fit` runs) against the same step without it (`skip_nonfinite=False`), mlp and
 conv at batch 128 on Fashion-MNIST.
 
-Both sides run the run's compiled epoch scan (`aevae_jax.train.fit.make_train_epoch`) in
+Both sides run the run's compiled epoch scan (`aevae_jax.train.step.make_train_epoch`) in
 the same rounds, in rotating order; each number is a median over rounds, and the ratio
 is the median of per-round ratios (with its interquartile range). Writes JSON and a
 markdown table.
@@ -26,7 +26,8 @@ from aevae_jax.config import ModelConfig, RunConfig
 from aevae_jax.data.sources import load_dataset
 from aevae_jax.models import make_model
 from aevae_jax.study.timing import interleaved_rounds, paired_ratio
-from aevae_jax.train.fit import main_stage_start, make_train_epoch
+from aevae_jax.train.stages import main_stage_start
+from aevae_jax.train.step import make_train_epoch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "guard_cost.json")

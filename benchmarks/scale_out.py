@@ -1,6 +1,6 @@
 """Scaling numbers for README.md's "Scaling out": seeds trained together, and bfloat16.
 
-Seeds: the MLP VAE's epoch program (`aevae_jax.train.fit.make_train_epoch`, what `fit` and
+Seeds: the MLP VAE's epoch program (`aevae_jax.train.step.make_train_epoch`, what `fit` and
 `fit_seeds` run) for S seeds in (1, 4, 16) at batch sizes (128, 1024). One seed is the
 single-run program; S > 1 is the vmapped one over stacked states and keys. Per cell:
 the ms per step of the program, the ms per seed-step, and the ratio of the S-seed step
@@ -38,7 +38,8 @@ from aevae_jax.config import DataConfig, ModelConfig, RunConfig
 from aevae_jax.data.sources import load_dataset
 from aevae_jax.models import make_model
 from aevae_jax.study.timing import interleaved_rounds, paired_ratio
-from aevae_jax.train.fit import main_stage_start, make_train_epoch, stack_trees
+from aevae_jax.train.stages import main_stage_start
+from aevae_jax.train.step import make_train_epoch, stack_trees
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "scale_out.json")

@@ -2,9 +2,9 @@
 
 For each model, backbone (mlp, conv) and batch size it measures the project's training
 step two ways, each after compilation:
-- `step_ms_scan`: inside the epoch's `lax.scan` (aevae_jax.train.fit.make_train_epoch, how
+- `step_ms_scan`: inside the epoch's `lax.scan` (aevae_jax.train.step.make_train_epoch, how
   `aevae train` runs);
-- `step_ms_jit`: as one jitted call per step (aevae_jax.train.fit.make_train_step, jitted
+- `step_ms_jit`: as one jitted call per step (aevae_jax.train.step.make_train_step, jitted
   with the state donated), as a user's own loop would call it;
 and beside them, in the same process and interleaved round by round (so that every
 side sees the same machine load):
@@ -68,12 +68,9 @@ from aevae_jax.study.timing import (
     matmul_peak_gflops,
     paired_ratio,
 )
-from aevae_jax.train.fit import (
-    main_stage_start,
-    make_train_epoch,
-    make_train_step,
-    prepare_config,
-)
+from aevae_jax.train.fit import prepare_config
+from aevae_jax.train.stages import main_stage_start
+from aevae_jax.train.step import make_train_epoch, make_train_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "step_time.json")

@@ -90,7 +90,7 @@ def denoiser(model):
     """f(params, (noisy, binarized, grey)) -> {target: per-image squared error [N]} of the
     reconstruction of each noisy image against its clean binarized image and the
     grey-level image it was drawn from; compiled once per model."""
-    from aevae_jax.evaluate.evaluation import SplitMap, one
+    from aevae_jax.evaluate.split import SplitMap, one
 
     def sse(params, noisy, binarized, grey, i):
         out = model.reconstruct(params, one(noisy, None))[0]

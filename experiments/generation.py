@@ -106,8 +106,8 @@ def generate(result, sampler: str, key: jax.Array, n: int, train_x, num_classes:
     """n images [n, H, W, C] in [0, 1] from a trained model: its prior (labels cycling
     over the classes for a conditional model), or the ex-post Gaussian of its training
     codes."""
-    from aevae_jax.evaluate.evaluation import encode_split
     from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images
+    from aevae_jax.evaluate.split import encode_split
 
     model, params = result.model, result.params
     if sampler == "expost":

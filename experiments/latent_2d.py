@@ -29,7 +29,7 @@ GRID = 15  # decoded images per side of the latent-plane grid
 
 def measure(result, data: X.Data, train_x, test_x) -> dict:
     ds = data.dataset
-    from aevae_jax.evaluate.evaluation import encode_split
+    from aevae_jax.evaluate.split import encode_split
 
     enc_train = encode_split(result.model, result.params, train_x)
     enc_test = encode_split(result.model, result.params, test_x)

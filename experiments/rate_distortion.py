@@ -62,7 +62,8 @@ def beta_config(s: X.Setting, data: X.Data, beta: float):
 
 def measure(result, test_x) -> dict:
     """Rate, distortion, -ELBO, squared error and active units of one seed's model."""
-    from aevae_jax.evaluate.evaluation import encode_split, gaussian_code_metrics
+    from aevae_jax.evaluate.groups import gaussian_code_metrics
+    from aevae_jax.evaluate.split import encode_split
 
     key = jax.random.fold_in(jax.random.key(result.seed), 3)
     enc = encode_split(result.model, result.params, test_x)

@@ -84,7 +84,7 @@ def accuracies(fit_codes, test_codes, ds) -> dict[str, float]:
 
 def model_accuracies(result, ds, fit_x, test_x) -> dict[str, float]:
     """Accuracies of one trained model's features (Encoding.features)."""
-    from aevae_jax.evaluate.evaluation import encode_split
+    from aevae_jax.evaluate.split import encode_split
 
     fit = encode_split(result.model, result.params, fit_x).features
     test = encode_split(result.model, result.params, test_x).features

@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -40,15 +39,14 @@ from aevae_jax.config import DataConfig, ModelConfig, RunConfig
 from aevae_jax.data.sources import load_dataset
 from aevae_jax.data.spec import Dataset
 from aevae_jax.errors import UserError, require
-from aevae_jax.evaluate.evaluation import (
-    SplitMap,
-    encode_example,
-    iwae_bound,
-    reconstruction_errors,
-)
-from aevae_jax.evaluate.evaluation import one as single
+from aevae_jax.evaluate.scores import iwae_bound, reconstruction_errors
+from aevae_jax.evaluate.split import SplitMap, encode_example
+from aevae_jax.evaluate.split import one as single
+from aevae_jax.study.verdicts import mean_std, seed_spread
 from aevae_jax.train.fit import FitResult, fit_seeds
 from aevae_jax.train.rundir import RunWarning, has_run
+from aevae_jax.writing import markdown_table as table_lines
+from aevae_jax.writing import number, write_json
 
 QUICK_TRAIN, QUICK_TEST, QUICK_EPOCHS = 1024, 512, 1
 DEFAULT_SEEDS = (0, 1, 2)
@@ -240,7 +238,7 @@ def trained(s: Setting, data: Data, cfg: RunConfig) -> list[FitResult]:
 def inputs(x, binarize: str = "dynamic", split: str = "test") -> jax.Array:
     """Stored images [N, ...] as model input, binarized by the split's fixed draw when
     training binarizes (evaluate.eval_inputs): what every experiment scores."""
-    from aevae_jax.evaluate.evaluation import TEST_SPLIT, TRAIN_SPLIT, eval_inputs
+    from aevae_jax.evaluate.split import TEST_SPLIT, TRAIN_SPLIT, eval_inputs
 
     return eval_inputs(jnp.asarray(x), binarize, TEST_SPLIT if split == "test" else TRAIN_SPLIT)
 
@@ -303,23 +301,16 @@ def scores(result: FitResult, x: jax.Array, key: jax.Array | None, iwae_k: int =
 # ------------------------------------------------------------------ statistics
 
 
-def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1) of per-seed values."""
-    v = np.asarray(values, np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-
-
 def pm(values, digits: int = 2, scale: float = 1.0) -> str:
     """'mean ± std' of per-seed values (times `scale`, e.g. 100 for percentages)."""
     m, sd = mean_std(np.asarray(values, np.float64) * scale)
-    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+    return f"{number(m, digits)} ± {number(sd, digits)}"
 
 
 def differs(a, b) -> bool:
-    """Whether two models' per-seed values differ by more than their spread over seeds:
-    |mean(a) - mean(b)| > std(a) + std(b). The rule every verdict uses."""
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    return abs(ma - mb) > sa + sb
+    """The experiments' verdict rule (verdicts.seed_spread): two models' per-seed values
+    differ when |mean(a) - mean(b)| > std(a) + std(b)."""
+    return seed_spread(a, b)
 
 
 def verdict(metric: str, a_name: str, a, b_name: str, b, higher_better: bool,
@@ -345,8 +336,7 @@ def verdict(metric: str, a_name: str, a, b_name: str, b, higher_better: bool,
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"
-    return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
+    return "\n".join(table_lines(header, rows))
 
 
 class Results:
@@ -405,23 +395,8 @@ class Results:
             "verdicts": self.verdicts,
             **self.data,
         }
-        with open(self.path(f"{self.s.name}.json"), "w") as f:
-            json.dump(_jsonable(record), f, indent=1, allow_nan=False)
+        write_json(self.path(f"{self.s.name}.json"), record, indent=1)
         return record
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray | jax.Array):
-        return _jsonable(np.asarray(x).tolist())
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, float | np.floating):
-        return float(x) if math.isfinite(x) else None
-    return x
 
 
 def run(main, argv=None) -> int:

@@ -51,6 +51,9 @@ def train_args(npz: str, out: str, epochs: int, checkpoint_every: int) -> list[s
 def _child(kill_in_save: int, argv: list[str]) -> int:
     """Run `aevae argv`, SIGKILLing this process inside its kill_in_save-th checkpoint
     write (0: never)."""
+    # As a command typed at a terminal: Ctrl-C reaches it, even where the tests run with
+    # SIGINT ignored (in a background job), which the child would inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if kill_in_save:
         from orbax.checkpoint._src.path import atomicity
 
@@ -164,7 +167,10 @@ def kill_loop(npz: str, workdir: str, kills: int, seed: int = 0, epochs: int | N
             f"{_rows(out)} epochs logged"
         )
     assert counts["finished"] == 0, f"the run ended before {counts['finished']} of the kills"
-    assert main(argv) == 0  # the last resume, to the end, in this process
+    # The restarts are the starts after each kill: the second to the last kill's, and this
+    # last resume, to the end, in this process (the first start is the fresh run's).
+    counts["resumed"] += _latest_checkpoint(out) > 0
+    assert main(argv) == 0
     compare_runs(out, straight, epochs)
     return counts
 

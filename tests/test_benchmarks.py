@@ -23,7 +23,9 @@ from aevae_jax.data.sources import load_dataset
 from aevae_jax.data.spec import DataSpec
 from aevae_jax.models import make_model
 from aevae_jax.study.timing import compiled_stats, matmul_peak_gflops
-from aevae_jax.train.fit import main_stage_start, make_train_step, prepare_config
+from aevae_jax.train.fit import prepare_config
+from aevae_jax.train.stages import main_stage_start
+from aevae_jax.train.step import make_train_step
 
 
 def test_xla_flop_count_of_the_mlp_vae_step_matches_a_hand_count():

@@ -129,6 +129,8 @@ def _npz(tmp_path, x_train, x_test=None):
         (["--latent-dim", "0"], "latent_dim must be a positive integer"),
         (["--hidden", "0"], "each hidden size must be a positive integer"),
         (["--hidden", "abc"], "--hidden takes integers"),
+        (["--conv-channels", "32,x"], "--conv-channels takes integers"),
+        (["--conv-channels", "0"], "each conv channel count must be a positive integer"),
         (["--train-size", "0"], "train_size must be a positive integer"),
         (["--lr", "-1"], "lr must be a positive finite number"),
         (["--activation", "swishy"], "activation must be one of relu"),
@@ -200,9 +202,23 @@ def test_model_options_become_flags_with_their_defaults(capsys):
         main(["compare", "--models", "iwae,vqvae", "--help"])
     text = capsys.readouterr().out
     assert "--k INT" in text and "--num-codes INT" in text and "--ema, --no-ema" in text
+    assert "\noptions of iwae, vqvae:\n" in text
     assert main(["models"]) == 0
     text = capsys.readouterr().out
     assert "--prior-epochs (default 10)" in text and "vqvae: VQ-VAE" in text
+
+
+def test_train_help_heads_the_options_of_its_model_alone(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "beta_vae", "--help"])
+    text = capsys.readouterr().out
+    assert "\noptions of beta_vae:\n" in text
+    headers = [line for line in text.splitlines() if line.startswith("options of")]
+    assert headers == ["options of beta_vae:"]  # not the compare pair's ae, vae
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "iwae", "--help"])
+    text = capsys.readouterr().out
+    assert "options of iwae:" in text and "--beta" not in text
 
 
 def test_model_options_reach_config_json(small_npz, tmp_path, capsys):

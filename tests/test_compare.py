@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from aevae_jax.cli.main import main
-from aevae_jax.study import report
+from aevae_jax.study.article import article_rows
+from aevae_jax.study.claims import check_claims
 from aevae_jax.study.figures import interpolation_pairs
 from aevae_jax.study.zoo import zoo_models
 
@@ -199,7 +200,7 @@ def fake_metrics(mse=(1.0, 2.0), fd=(60.0, 30.0, 45.0), denoise=(1.0, 2.0), prob
 
 
 def verdicts(m):
-    return {r["row"]: r["verdict"] for r in report.article_rows(m)}
+    return {r["row"]: r["verdict"] for r in article_rows(m)}
 
 
 def test_verdicts_follow_the_numbers():
@@ -252,7 +253,7 @@ def test_claims_follow_the_numbers():
         }
 
     def verdict(m, model):
-        return next(c["verdict"] for c in report.check_claims(m) if c["model"] == model)
+        return next(c["verdict"] for c in check_claims(m) if c["model"] == model)
 
     assert verdict(metrics(-1.0), "iwae") == "Supported"
     assert verdict(metrics(+1.0), "iwae") == "Not supported"
@@ -362,7 +363,7 @@ def test_eval_inputs_of_the_training_split_are_the_static_training_draw():
     import jax.numpy as jnp
 
     from aevae_jax.data.preprocess import preprocess
-    from aevae_jax.evaluate.evaluation import TRAIN_SPLIT, eval_inputs
+    from aevae_jax.evaluate.split import TRAIN_SPLIT, eval_inputs
 
     x = jnp.full((5, 4, 4, 1), 100, jnp.uint8)
     train = eval_inputs(x, "dynamic", TRAIN_SPLIT)

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from aevae_jax.data.fashion_mnist_idx import FashionMnistIdx
 
 from aevae_jax.data import npz, sources
+from aevae_jax.data.fashion_mnist_idx import FashionMnistIdx
 from aevae_jax.data.preprocess import bernoulli_threshold, preprocess
 from aevae_jax.data.sources import (
     KNOWN_SHAPES,

@@ -11,8 +11,8 @@ from scipy import linalg, stats
 
 from aevae_jax.config import ModelConfig
 from aevae_jax.data.spec import DataSpec
-from aevae_jax.evaluate import evaluation as E
 from aevae_jax.evaluate import metrics as M
+from aevae_jax.evaluate import scores, split
 from aevae_jax.evaluate.samplers import expost_gaussian, standard_normal
 from aevae_jax.models import Batch, Encoding, Model, make_model
 from aevae_jax.nn import likelihoods as L
@@ -46,7 +46,7 @@ def linear_gaussian(d=5, latent=2, s=0.5, seed=0):
 def test_iwae_matches_the_exact_linear_gaussian_likelihood_at_large_k():
     log_weights, exact = linear_gaussian()
     x = exact.rvs(size=8, random_state=1).astype(np.float32)
-    est = E.iwae_log_likelihood(
+    est = scores.iwae_log_likelihood(
         log_weights, None, jnp.asarray(x), jax.random.key(0), 20_000, k_chunk=1000
     )
     np.testing.assert_allclose(np.asarray(est), exact.logpdf(x), atol=0.1)
@@ -58,7 +58,8 @@ def test_iwae_does_not_decrease_with_k_on_average():
     means = []
     for k in (1, 10, 100, 1000):
         per_key = [
-            E.iwae_log_likelihood(log_weights, None, x, jax.random.key(s), k, 100) for s in range(4)
+            scores.iwae_log_likelihood(log_weights, None, x, jax.random.key(s), k, 100)
+            for s in range(4)
         ]
         means.append(float(jnp.mean(jnp.stack(per_key))))
     assert means == sorted(means)
@@ -68,9 +69,9 @@ def test_iwae_does_not_decrease_with_k_on_average():
 def test_iwae_does_not_depend_on_the_chunk_size():
     log_weights, exact = linear_gaussian()
     x = jnp.asarray(exact.rvs(size=4, random_state=5).astype(np.float32))
-    a = E.iwae_log_likelihood(log_weights, None, x, jax.random.key(0), 250, k_chunk=100)
-    b = E.iwae_log_likelihood(log_weights, None, x, jax.random.key(0), 250, k_chunk=7)
-    c = E.iwae_log_likelihood(log_weights, None, x, jax.random.key(1), 250, k_chunk=100)
+    a = scores.iwae_log_likelihood(log_weights, None, x, jax.random.key(0), 250, k_chunk=100)
+    b = scores.iwae_log_likelihood(log_weights, None, x, jax.random.key(0), 250, k_chunk=7)
+    c = scores.iwae_log_likelihood(log_weights, None, x, jax.random.key(1), 250, k_chunk=100)
     assert a.shape == (4,)
     np.testing.assert_allclose(a, b, rtol=1e-5)
     assert not np.allclose(a, c)
@@ -83,7 +84,7 @@ def test_iwae_with_one_sample_is_the_single_sample_elbo_of_the_same_key():
     x = (jax.random.uniform(jax.random.key(0), (6, 4, 4, 1)) > 0.5).astype(jnp.float32)
     params = model.init(jax.random.key(1), Batch(x))
     key = jax.random.key(9)
-    est = E.iwae_log_likelihood(model.log_importance_weights, params, Batch(x), key, 1)
+    est = scores.iwae_log_likelihood(model.log_importance_weights, params, Batch(x), key, 1)
     # The same z the VAE's training loss draws from the key of the first (only) chunk:
     k0 = jax.random.fold_in(key, 0)
     q = model.encode(params, Batch(x))
@@ -140,7 +141,7 @@ def constant_model(logit: float, shape=(2, 2, 1)) -> Model:
 def test_reconstruction_errors_and_psnr_by_hand():
     model = constant_model(0.0)  # x_hat = 0.5 everywhere
     x = jnp.array([[[[1.0], [0.0]], [[1.0], [1.0]]]])  # 4 pixels
-    out = E.reconstruction_errors(model, {}, Batch(x))
+    out = scores.reconstruction_errors(model, {}, Batch(x))
     assert float(out["mse"][0]) == pytest.approx(4 * 0.25)  # sum of (x - 0.5)^2
     assert float(out["bce"][0]) == pytest.approx(4 * math.log(2), rel=1e-6)
     assert float(out["recon_nll"][0]) == pytest.approx(4 * math.log(2), rel=1e-6)
@@ -203,5 +204,5 @@ def test_expost_gaussian_recovers_the_code_distribution():
 
 
 def test_map_examples_pads_and_drops_the_remainder():
-    out = E.map_examples(lambda x, i: x * 0 + i, (jnp.ones(7),), chunk=3)
+    out = split.map_examples(lambda x, i: x * 0 + i, (jnp.ones(7),), chunk=3)
     np.testing.assert_array_equal(out, np.arange(7))

@@ -9,6 +9,7 @@ import pytest
 
 import aevae_jax.train.fit as train
 from aevae_jax.cli.main import main
+from aevae_jax.train.interrupts import stop_on_sigint
 from tests import kill_resume
 
 
@@ -44,14 +45,35 @@ def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint_and_says_how_to_resume(s
     assert kill_resume._rows(str(out)) == 16
 
 
-def test_a_second_ctrl_c_stops_at_once():
-    with train._stop_on_sigint() as stop_requested:
+@pytest.fixture
+def sigint_handler():
+    """Sets the SIGINT handler the process has (whatever it inherited: under `nohup` or in
+    a background job, Ctrl-C is ignored) and puts the inherited one back afterwards."""
+    inherited = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, inherited)
+
+
+@pytest.mark.parametrize(
+    "before", [signal.default_int_handler, lambda signum, frame: None], ids=["python", "own"]
+)
+def test_a_second_ctrl_c_stops_at_once(sigint_handler, before):
+    sigint_handler(before)
+    with stop_on_sigint() as stop_requested:
         assert not stop_requested()
         os.kill(os.getpid(), signal.SIGINT)
         assert stop_requested()  # the first asks for a stop after the epoch
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_an_ignored_ctrl_c_stays_ignored(sigint_handler):
+    sigint_handler(signal.SIG_IGN)  # whoever started the process asked for that
+    with stop_on_sigint() as stop_requested:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert not stop_requested()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_ctrl_c_before_the_run_is_written_leaves_nothing_and_says_so(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aevae_jax.evaluate import metrics as M
-from aevae_jax.evaluate.evaluation import SplitMap
+from aevae_jax.evaluate.split import SplitMap
 
 
 def test_prior_frechet_distance_of_a_diagonal_gaussian_by_hand():

@@ -16,15 +16,10 @@ import pytest
 import aevae_jax.models as registry
 from aevae_jax.cli.main import main
 from aevae_jax.config import DataConfig, ModelConfig, RunConfig
-from aevae_jax.train.fit import (
-    NONFINITE_WHAT,
-    NonFiniteError,
-    TrainState,
-    fit,
-    make_epoch_fn,
-    make_train_step,
-)
+from aevae_jax.train.actions import NonFiniteError
+from aevae_jax.train.fit import fit
 from aevae_jax.train.runs import load_run
+from aevae_jax.train.step import NONFINITE_WHAT, TrainState, make_epoch_fn, make_train_step
 
 
 def linear_loss(params, batch, key, step):

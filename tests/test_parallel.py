@@ -24,9 +24,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from aevae_jax.config import DataConfig, ModelConfig
 from aevae_jax.errors import UserError
-from aevae_jax.train.fit import TrainState, fit, fit_seeds, make_streams, make_train_epoch
+from aevae_jax.train.fit import fit, fit_seeds
 from aevae_jax.train.parallel import DATA_AXIS, make_placement
 from aevae_jax.train.runs import load_run
+from aevae_jax.train.step import TrainState, make_streams, make_train_epoch
 from tests.test_seeds import assert_trees_close
 from tests.test_train import small_cfg
 

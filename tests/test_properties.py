@@ -37,8 +37,8 @@ from scipy.special import logsumexp
 
 from aevae_jax.config import ModelConfig
 from aevae_jax.data.spec import DataSpec
-from aevae_jax.evaluate import evaluation as E
 from aevae_jax.evaluate import metrics as M
+from aevae_jax.evaluate import scores, split
 from aevae_jax.models import Batch, make_model
 from aevae_jax.nn import likelihoods as L
 
@@ -197,7 +197,7 @@ def lognormal_log_weights(params, batch, key, k):
 
 
 iwae = jax.jit(
-    functools.partial(E.iwae_log_likelihood, lognormal_log_weights),
+    functools.partial(scores.iwae_log_likelihood, lognormal_log_weights),
     static_argnames=("k", "k_chunk"),
 )
 N_IWAE = 4000
@@ -284,12 +284,12 @@ def per_example(key, mean, log_var, none, i):
 
 
 mapped = jax.jit(
-    lambda key, mean, log_var, chunk: E.map_examples(
+    lambda key, mean, log_var, chunk: split.map_examples(
         functools.partial(per_example, key), (mean, log_var, None), chunk
     ),
     static_argnames="chunk",
 )
-blocked = E.SplitMap(per_example, chunk=7, block=10)  # Python blocks of 10, chunks of 7
+blocked = split.SplitMap(per_example, chunk=7, block=10)  # Python blocks of 10, chunks of 7
 
 
 @props(30)
@@ -312,7 +312,7 @@ def test_map_examples_does_not_depend_on_the_chunk_size(seed, mean, log_var):
 @functools.cache
 def tiny_vae():
     model = make_model(ModelConfig(name="vae", hidden=(8,), latent_dim=2), DataSpec("t", (4, 4, 1)))
-    tests = {c: E.make_epoch_test(model, model.loss, "dynamic", chunk=c) for c in (7, 1000)}
+    tests = {c: scores.make_epoch_test(model, model.loss, "dynamic", chunk=c) for c in (7, 1000)}
     return jax.jit(model.init), tests
 
 

@@ -10,8 +10,8 @@ from helpers import bernoulli_nll_by_hand, build
 
 from aevae_jax.data.spec import DataSpec
 from aevae_jax.errors import UserError
-from aevae_jax.evaluate.evaluation import EVAL_MASK_RATIO, inpainting_mask
 from aevae_jax.evaluate.metrics import hoyer_sparsity
+from aevae_jax.evaluate.scores import EVAL_MASK_RATIO, inpainting_mask
 from aevae_jax.models import Batch, resolve
 from aevae_jax.models.dae import NOISE_STREAM
 from aevae_jax.models.mae import MASK_STREAM, hidden_patch_loss, patchify
@@ -113,7 +113,7 @@ def test_sparse_ae_loss_adds_the_weighted_penalties_to_the_reconstruction():
     kl = (0.1 * np.log(0.1 / r) + 0.9 * np.log(0.9 / (1 - r))).sum()
     want = recon + 0.3 * np.abs(codes).sum(1).mean() + 2.0 * kl
     assert float(loss) == pytest.approx(want, rel=1e-5)
-    report = model.code_report(model.encode(params, batch))
+    report = model.code_report(params, model.encode(params, batch), jax.random.key(0))
     assert report["code_mean_activation"] == pytest.approx(codes.mean(), rel=1e-5)
 
 

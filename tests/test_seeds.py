@@ -15,7 +15,7 @@ from aevae_jax.config import DataConfig, ModelConfig, config_differences
 from aevae_jax.errors import UserError
 from aevae_jax.evaluate import metrics as M
 from aevae_jax.study import report
-from aevae_jax.study.compare import compare_metric
+from aevae_jax.study.verdicts import compare_metric
 from aevae_jax.study.zoo import zoo_rows
 from aevae_jax.train.fit import fit, fit_seeds, seed_configs
 from aevae_jax.train.runs import load_run
@@ -78,9 +78,11 @@ def test_seeds_resume_from_the_oldest_checkpoint(small_data, tmp_path):
 
 
 def test_only_the_primary_process_writes_logs_and_configs(small_data, tmp_path, monkeypatch):
+    import aevae_jax.train.actions as actions
     import aevae_jax.train.fit as train
 
-    monkeypatch.setattr(train, "is_primary", lambda: False)
+    for module in (train, actions):  # the run's files; the epoch's log rows
+        monkeypatch.setattr(module, "is_primary", lambda: False)
     result = fit(small_cfg(tmp_path / "p1", data=DataConfig(train_size=256), epochs=1),
                  dataset=small_data, progress=False)  # fmt: skip
     files = set(os.listdir(result.run_dir))

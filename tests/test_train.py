@@ -2,6 +2,7 @@
 round-trip and the best one is ranked by a step-independent score, resume checks its
 options (killing and resuming a real process is in test_resume.py)."""
 
+import dataclasses
 import json
 
 import jax
@@ -11,12 +12,16 @@ import optax
 import pytest
 
 from aevae_jax.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from aevae_jax.data.preprocess import to_unit_interval
 from aevae_jax.errors import UserError
-from aevae_jax.evaluate.evaluation import make_epoch_test, map_examples
+from aevae_jax.evaluate.scores import make_epoch_test
+from aevae_jax.evaluate.split import map_examples
 from aevae_jax.models import make_model
 from aevae_jax.nn.optim import make_optimizer
-from aevae_jax.train.fit import fit, init_state, make_streams
+from aevae_jax.train.fit import fit
 from aevae_jax.train.runs import load_run
+from aevae_jax.train.stages import init_state
+from aevae_jax.train.step import make_streams
 
 
 def small_cfg(out, name="vae", **kw):
@@ -187,3 +192,17 @@ def test_optimizer_options_that_would_be_ignored_are_errors(kwargs, message):
 def test_warmup_longer_than_the_run_is_an_error():
     with pytest.raises(UserError, match="fewer than the run's 10 steps"):
         make_optimizer(OptimConfig(schedule="warmup_cosine", warmup_steps=10), 10)
+
+
+def test_init_sees_the_first_training_image_in_the_unit_interval(small_data):
+    """A model that initialises from data (pseudo-inputs, a data-dependent init) gets the
+    image as every batch has it: float32 in [0, 1], not the stored uint8 levels."""
+    model = make_model(ModelConfig(name="vae", hidden=(64,), latent_dim=8), small_data.spec)
+    seen = dataclasses.replace(model, init=lambda key, batch: {"x": batch.x})
+    x_train = jnp.asarray(small_data.x_train)
+    assert x_train.dtype == jnp.uint8 and int(x_train[0].max()) > 1
+    params, _ = init_state(seen, [], jax.random.key(0), x_train, None)
+    x = np.asarray(params["x"])
+    assert x.dtype == np.float32 and x.shape == (1, *small_data.spec.image_shape)
+    assert 0 <= x.min() and x.max() <= 1
+    np.testing.assert_array_equal(x, jax.jit(to_unit_interval)(x_train[:1]))  # as compiled

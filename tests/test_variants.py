@@ -13,13 +13,15 @@ from scipy.special import logsumexp
 
 from aevae_jax.config import ModelConfig, OptimConfig
 from aevae_jax.data.spec import Dataset
-from aevae_jax.evaluate.evaluation import evaluate_model, iwae_log_likelihood
+from aevae_jax.evaluate.evaluation import evaluate_model
+from aevae_jax.evaluate.scores import iwae_log_likelihood
 from aevae_jax.models import Batch, make_model, model_names
 from aevae_jax.models.aae import discriminator_losses, generator_losses
 from aevae_jax.models.beta_vae import BetaVAEOptions, beta_at
 from aevae_jax.models.vqvae import MADE, ema_pull, made_log_prob, quantize, straight_through
 from aevae_jax.nn.optim import frozen, param_groups
-from aevae_jax.train.fit import make_update, plan_stages
+from aevae_jax.train.stages import plan_stages
+from aevae_jax.train.step import make_update
 
 
 def leaves_equal(a, b) -> bool:

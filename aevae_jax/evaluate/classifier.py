@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 
 from aevae_jax.data.preprocess import to_unit_interval
 from aevae_jax.data.spec import Dataset
-from aevae_jax.evaluate.evaluation import SplitMap, map_examples
+from aevae_jax.evaluate.split import SplitMap, map_examples
 from aevae_jax.nn.conv import Conv
 from aevae_jax.progress import progress_bar
 

@@ -40,8 +40,12 @@ def decode_samples(model: Model, params, sampler: Sampler, key: jax.Array, n: in
 
 
 def prior_images(model: Model, params, key: jax.Array, n: int, y=None) -> jax.Array:
-    """The model's own `sample` where it has one, else N(0, I) codes through its decoder.
-    Conditional models take labels y [n] (None: the model draws them)."""
+    """The model's own `sample` where it has one, else draws of its prior (N(0, I) for
+    models without one) through its decoder. Conditional models take labels y [n] (None:
+    the model draws them)."""
     if model.sample is not None:
         return model.sample(params, key, n, y)
+    if model.prior is not None:
+        z = model.prior.sample(params, key, n, y)
+        return model.likelihood.mean(model.decode(params, z[0] if isinstance(z, tuple) else z, y))
     return decode_samples(model, params, standard_normal(model.latent_dim), key, n, y)

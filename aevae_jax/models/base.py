@@ -50,16 +50,45 @@ class Encoding(NamedTuple):
     log_var: the log-variance of a diagonal Gaussian q(z|x) around `code` (None for
       point codes).
     indices: int32 code indices [B, *grid] for discrete codes (None otherwise).
+    layers: the stochastic layers above this one, bottom up (a hierarchy such as z2 of a
+      two-layer VAE, where q(z1, z2 | x) = q(z1 | x) q(z2 | z1)): each an Encoding of that
+      layer's Gaussian at the mean of the layer below. Empty for one stochastic layer.
+      The decoder reads `code` (the bottom layer) alone.
     """
 
     code: jax.Array
     log_var: jax.Array | None = None
     indices: jax.Array | None = None
+    layers: tuple[Encoding, ...] = ()
 
     @property
     def features(self) -> jax.Array:
         """The code as one float vector per example [B, prod(code_shape)] (probe, FD)."""
         return self.code.reshape(self.code.shape[0], -1)
+
+
+class Prior(NamedTuple):
+    """p(z), as the model declares it: what the evaluator's rate, q(z)-to-prior distance
+    and prior samples use. z is the model's code [B, *code_shape], or for several stochastic
+    layers a tuple of codes, bottom (the decoder's) first.
+
+    log_prob(params, z) -> [B]: log p(z), summed over dimensions (and layers).
+    sample(params, key, n, y) -> z: n codes drawn from p(z) (y: labels [n] of a conditional
+      model, or None).
+    kl(params, encoding) -> [B]: KL(q(z|x) || p(z)) in closed form, where one exists for the
+      model's posterior; None: the evaluator estimates it by Monte Carlo from
+      `Model.posterior` draws and `log_prob`.
+    kl_per_dim(params, encoding) -> [B, L]: the closed-form KL's terms per dimension, where
+      it factorises over dimensions (None otherwise).
+    moments(params) -> (mean [L], cov [L, L]): the exact mean and covariance of the bottom
+      layer's p(z) (None: the evaluator estimates them from samples).
+    """
+
+    log_prob: Callable[[Params, Any], jax.Array]
+    sample: Callable[..., Any]
+    kl: Callable[[Params, Encoding], jax.Array] | None = None
+    kl_per_dim: Callable[[Params, Encoding], jax.Array] | None = None
+    moments: Callable[[Params], tuple[jax.Array, jax.Array]] | None = None
 
 
 class Claim(NamedTuple):
@@ -115,8 +144,16 @@ class Model:
     num_codes: codebook size, for discrete codes (Encoding.indices).
     point_posterior: q(z|x) is a point mass, so one importance sample gives the exact
         bound and evaluation never draws more.
-    code_report(codes) -> {name: float}: the model's own numbers about its test codes
-        (an Encoding of the whole test split), e.g. a sparse AE's mean activation.
+    prior: the model's own p(z) (`Prior`), which the evaluator's rate (test_kl), distance of
+        q(z) to the prior and prior samples use; None for models without one (AEs), whose
+        codes are compared with N(0, I).
+    posterior(params, batch, key) -> (z, log q(z|x) [B]): one draw from q(z|x) with its
+        log-density, for posteriors that `Encoding.code`/`log_var` do not describe alone
+        (several stochastic layers: z is then a tuple, bottom first). None: the diagonal
+        Gaussian of the Encoding.
+    code_report(params, codes, key) -> {name: float}: the model's own numbers about its
+        test codes (an Encoding of the whole test split), e.g. a sparse AE's mean
+        activation; `key` for any draws it makes.
     test_loss: the main stage's objective for one image at a time (the per-epoch test
         runs over the test split image by image), where `loss` uses statistics of the
         whole batch (the sparse AE's KL penalty); None: `loss`.
@@ -137,7 +174,9 @@ class Model:
     conditional: bool = False
     num_codes: int | None = None
     point_posterior: bool = False
-    code_report: Callable[[Encoding], dict] | None = None
+    prior: Prior | None = None
+    posterior: Callable[[Params, Batch, jax.Array], tuple[Any, jax.Array]] | None = None
+    code_report: Callable[[Params, Encoding, jax.Array], dict] | None = None
     test_loss: Loss | None = None
 
     @property

@@ -110,7 +110,8 @@ def make_sparse_ae(cfg, spec, opts: SparseAEOptions) -> Model:
         recon, l1, _ = terms(params, batch)
         return recon + opts.l1_weight * l1, {"recon": recon, "l1": l1}
 
-    def code_report(codes: Encoding) -> dict:
+    def code_report(params, codes: Encoding, key) -> dict:
+        del params, key  # statistics of the codes alone
         l1, kl = sparsity_penalties(codes.features, opts)
         report = {"code_mean_activation": float(jnp.mean(codes.features)), "code_l1": float(l1)}
         if opts.code_activation == "sigmoid":  # the KL needs activations in (0, 1)

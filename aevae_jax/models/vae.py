@@ -10,6 +10,8 @@ KL in closed form: per-example sums, batch mean.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,7 @@ import jax.numpy as jnp
 from aevae_jax.data.spec import DataSpec
 from aevae_jax.models import register
 from aevae_jax.models.base import Backbone, Encoding, Model, make_backbone_fns, one_hot_labels
+from aevae_jax.models.priors import standard_normal
 from aevae_jax.nn.likelihoods import (
     Likelihood,
     batch_mean,
@@ -38,6 +41,9 @@ class GaussianLatent:
     likelihood: Likelihood
     net: Backbone
     conditional: bool = False
+    # log p(z) of codes [N, L] given the parameters, for a prior other than N(0, I)
+    # (None: N(0, I)); `Model.prior` states the same density for the evaluator.
+    log_prior: Callable[[Any, jax.Array], jax.Array] | None = None
 
     def cond(self, y):
         return one_hot_labels(y, self.spec) if self.conditional else None
@@ -65,7 +71,8 @@ class GaussianLatent:
         return recon, kl
 
     def log_importance_weights(self, params, batch, key, k):
-        """[k, B]: log p(x|z_k) + log N(z_k; 0, I) - log q(z_k|x), z_k ~ q(z|x)."""
+        """[k, B]: log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x); p(z) = N(0, I)
+        unless `log_prior` says otherwise."""
         q = self.encode(params, batch)
         eps = jax.random.normal(key, (k, *q.code.shape), q.code.dtype)
         z = q.code + jnp.exp(0.5 * q.log_var) * eps  # [k, B, L]
@@ -74,7 +81,11 @@ class GaussianLatent:
         logits = self.decode(params, z.reshape(k * b, self.latent_dim), y_k)
         x_k = jnp.broadcast_to(batch.x, (k, *batch.x.shape)).reshape(k * b, *batch.x.shape[1:])
         log_px_z = -self.likelihood.nll(logits, x_k).reshape(k, b)
-        return log_px_z + std_normal_log_prob(z) - diag_gaussian_log_prob(z, q.code, q.log_var)
+        if self.log_prior is None:
+            log_pz = std_normal_log_prob(z)
+        else:
+            log_pz = self.log_prior(params, z.reshape(k * b, self.latent_dim)).reshape(k, b)
+        return log_px_z + log_pz - diag_gaussian_log_prob(z, q.code, q.log_var)
 
     def sample(self, params, key, n, y=None):
         """Decoder means at z ~ N(0, I); a conditional model draws uniform labels when
@@ -98,6 +109,7 @@ class GaussianLatent:
             sample=self.sample,
             log_importance_weights=self.log_importance_weights,
             conditional=self.conditional,
+            prior=standard_normal((self.latent_dim,)),
         )
 
 

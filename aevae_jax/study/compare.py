@@ -21,8 +21,6 @@ that retraining brings, which a single run cannot show).
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import sys
 import time
@@ -35,30 +33,21 @@ from aevae_jax.data.sources import describe_dataset, load_dataset
 from aevae_jax.data.spec import describe_arrays
 from aevae_jax.data.validate import validate_dataset
 from aevae_jax.errors import require
+from aevae_jax.evaluate import catalogue
 from aevae_jax.evaluate import metrics as M
 from aevae_jax.evaluate.classifier import load_or_train_classifier
-from aevae_jax.evaluate.evaluation import evaluate_model, evaluation_key
+from aevae_jax.evaluate.evaluation import evaluate_model
+from aevae_jax.evaluate.split import evaluation_key
 from aevae_jax.models import model_info
 from aevae_jax.study import figures, report
+from aevae_jax.study.claims import check_claims
 from aevae_jax.study.timing import interleaved_step_times, paired_ratio
+from aevae_jax.study.verdicts import compare_metric
 from aevae_jax.train.fit import check_against_data, fit, fit_seeds, prepare_config, seed_configs
 from aevae_jax.train.rundir import ensure_writable_dir, has_run
+from aevae_jax.writing import write_json
 
 DEFAULT_MODELS = ("ae", "vae")
-# Per-image values behind split means (evaluate.Evaluation.per_image), for paired tests.
-PER_IMAGE = {
-    "test_mse": "mse",
-    "test_psnr": "psnr",
-    "test_bce": "bce",
-    "test_recon_nll": "recon_nll",
-    "test_denoise_mse": "denoise_mse",
-    "test_inpaint_mse": "inpaint_mse",
-    "code_sparsity": "code_sparsity",
-    "test_neg_elbo": "neg_elbo",
-    "test_nll_iwae": "nll_iwae",
-    "test_kl": "kl",
-    "test_distortion": "distortion",
-}
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -130,84 +119,19 @@ def run_compare(
         f"{cfg.out!r} already holds a comparison; pass --resume to reuse its runs "
         "(finished ones are not retrained), or choose another --out",
     )
-    # Every model must fit the data before any trains, and before the data loads.
-    if dataset is None:
-        shape = describe_dataset(cfg.data.dataset, cfg.data.data_dir)
-    else:
-        shape = describe_arrays(validate_dataset(dataset))
-    for c in configs.values():
-        check_against_data(c, shape)
-    full = load_dataset(cfg.data.dataset, cfg.data.data_dir) if dataset is None else dataset
-
-    fits = {}
-    for name, c in configs.items():
-        together = "" if seeds is None else f", seeds {', '.join(map(str, seeds))} together"
-        _log(f"training {name} ({c.epochs} epochs{together})", quiet)
-        missing = [d for d in run_dirs[name] if not has_run(d)]
-        require(
-            not resume or len(missing) in (0, len(run_dirs[name])),
-            f"--resume: {', '.join(missing)} hold no run while the other seeds of {name} do; "
-            "resume with the seeds the comparison started with",
-        )
-        resuming = resume and not missing
-        kw = dict(resume=resuming, dataset=full, progress=not quiet, devices=devices)
-        fits[name] = [fit(c, **kw)] if seeds is None else fit_seeds(c, seeds, **kw)
-
+    full = checked_data(cfg, configs, dataset)
+    fits = train_all(configs, run_dirs, full, seeds, resume, quiet, devices)
     _log("domain classifier for the Frechet distance (trained once per data set, cached)", quiet)
     t0 = time.perf_counter()
     classifier = load_or_train_classifier(full, progress=not quiet)
     _log(f"classifier ready in {time.perf_counter() - t0:.1f}s", quiet)
-
-    evaluations, results = {}, {}
-    for name, runs in fits.items():
-        per_seed = []
-        for result in runs:
-            seed = result.seed
-            label = "" if seeds is None else f", seed {seed}"
-            _log(f"evaluating {name}{label} (IWAE K={iwae_k} where defined)", quiet)
-            ev, m = _evaluate(result, cfg, configs[name], iwae_k, classifier, seed, quiet)
-            evaluations.setdefault(name, ev)  # per-image values of the first seed
-            per_seed.append(m)
-        results[name] = per_seed[0] if seeds is None else M.summarize_seeds(per_seed)
-        if seeds is not None:
-            results[name]["seeds"] = list(seeds)
-
-    _log("step times, interleaved in one process", quiet)
+    evaluations, results = evaluate_all(fits, configs, cfg, iwae_k, classifier, seeds, quiet)
     first = {name: runs[0] for name, runs in fits.items()}
-    dataset = next(iter(first.values())).dataset
-    times = interleaved_step_times(
-        {n: (f.model, configs[n]) for n, f in first.items()},
-        dataset.x_train,
-        dataset.y_train,
-        rounds=timing_rounds,
-        progress=not quiet,
-    )
-    for name, t in times.items():
-        results[name]["step_ms"] = t["step_ms"]
-
+    times = time_steps(first, configs, results, timing_rounds, quiet)
     metrics = {
         "dataset": full.name,
         "dataset_source": cfg.data.dataset,
-        "config": {
-            "models": list(models),
-            "pair": list(pair),
-            "backbone": cfg.model.backbone,
-            "hidden": list(cfg.model.hidden),
-            "latent_dim": cfg.model.latent_dim,
-            "activation": cfg.model.activation,
-            "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size,
-            "optimizer": cfg.optim.optimizer,
-            "lr": cfg.optim.lr,
-            "schedule": cfg.optim.schedule,
-            "binarize": cfg.data.binarize,
-            "train_size": len(dataset.x_train),
-            "test_size": len(dataset.x_test),
-            "num_classes": dataset.num_classes,
-            "seed": cfg.seed if seeds is None else seeds[0],
-            "seeds": None if seeds is None else list(seeds),
-            "iwae_k": iwae_k,
-        },
+        "config": comparison_config(cfg, models, pair, first, seeds, iwae_k),
         "classifier_accuracy": None if classifier is None else classifier.test_accuracy,
         "models": results,
         "comparisons": all_comparisons(evaluations, results),
@@ -219,20 +143,112 @@ def run_compare(
         },
         "command": command,
     }
-    metrics["claims"] = report.check_claims(metrics)
-    with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
-        json.dump(_jsonable(metrics), f, indent=2)
+    metrics["claims"] = check_claims(metrics)
+    write_results(cfg, metrics, evaluations, first, results, seeds, command, quiet)
+    return metrics
+
+
+def checked_data(cfg: RunConfig, configs: dict, dataset=None):
+    """The loaded data set, once every model's config has been checked against its shape
+    (before anything trains, and before the data loads)."""
+    if dataset is None:
+        shape = describe_dataset(cfg.data.dataset, cfg.data.data_dir)
+    else:
+        shape = describe_arrays(validate_dataset(dataset))
+    for c in configs.values():
+        check_against_data(c, shape)
+    return load_dataset(cfg.data.dataset, cfg.data.data_dir) if dataset is None else dataset
+
+
+def train_all(configs, run_dirs, full, seeds, resume, quiet, devices) -> dict[str, list]:
+    """{model: [FitResult per seed]}: every model trained (or its finished runs reused)."""
+    fits = {}
+    for name, c in configs.items():
+        together = "" if seeds is None else f", seeds {', '.join(map(str, seeds))} together"
+        _log(f"training {name} ({c.epochs} epochs{together})", quiet)
+        missing = [d for d in run_dirs[name] if not has_run(d)]
+        require(
+            not resume or len(missing) in (0, len(run_dirs[name])),
+            f"--resume: {', '.join(missing)} hold no run while the other seeds of {name} do; "
+            "resume with the seeds the comparison started with",
+        )
+        kw = dict(resume=resume and not missing, dataset=full, progress=not quiet,
+                  devices=devices)  # fmt: skip
+        fits[name] = [fit(c, **kw)] if seeds is None else fit_seeds(c, seeds, **kw)
+    return fits
+
+
+def evaluate_all(fits, configs, cfg, iwae_k, classifier, seeds, quiet):
+    """(evaluations, results): each model's per-image values (its first seed's) and its
+    metrics (the mean and std over seeds, with seeds)."""
+    evaluations, results = {}, {}
+    for name, runs in fits.items():
+        per_seed = []
+        for result in runs:
+            label = "" if seeds is None else f", seed {result.seed}"
+            _log(f"evaluating {name}{label} (IWAE K={iwae_k} where defined)", quiet)
+            ev, m = _evaluate(result, cfg, configs[name], iwae_k, classifier, result.seed, quiet)
+            evaluations.setdefault(name, ev)  # per-image values of the first seed
+            per_seed.append(m)
+        results[name] = per_seed[0] if seeds is None else M.summarize_seeds(per_seed)
+        if seeds is not None:
+            results[name]["seeds"] = list(seeds)
+    return evaluations, results
+
+
+def time_steps(first: dict, configs: dict, results: dict, rounds: int, quiet: bool) -> dict:
+    """Every model's train step timed, interleaved in one process; step_ms into results."""
+    _log("step times, interleaved in one process", quiet)
+    dataset = next(iter(first.values())).dataset
+    times = interleaved_step_times(
+        {n: (f.model, configs[n]) for n, f in first.items()},
+        dataset.x_train,
+        dataset.y_train,
+        rounds=rounds,
+        progress=not quiet,
+    )
+    for name, t in times.items():
+        results[name]["step_ms"] = t["step_ms"]
+    return times
+
+
+def comparison_config(cfg: RunConfig, models, pair, first: dict, seeds, iwae_k: int) -> dict:
+    """metrics.json's "config": what every model of the comparison shares."""
+    dataset = next(iter(first.values())).dataset
+    return {
+        "models": list(models),
+        "pair": list(pair),
+        "backbone": cfg.model.backbone,
+        "hidden": list(cfg.model.hidden),
+        "latent_dim": cfg.model.latent_dim,
+        "activation": cfg.model.activation,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "optimizer": cfg.optim.optimizer,
+        "lr": cfg.optim.lr,
+        "schedule": cfg.optim.schedule,
+        "binarize": cfg.data.binarize,
+        "train_size": len(dataset.x_train),
+        "test_size": len(dataset.x_test),
+        "num_classes": dataset.num_classes,
+        "seed": cfg.seed if seeds is None else seeds[0],
+        "seeds": None if seeds is None else list(seeds),
+        "iwae_k": iwae_k,
+    }
+
+
+def write_results(cfg, metrics, evaluations, first, results, seeds, command, quiet) -> None:
+    """metrics.json, per_image.npz, the figures and report.md into cfg.out."""
+    write_json(os.path.join(cfg.out, "metrics.json"), metrics)
     np.savez_compressed(
         os.path.join(cfg.out, "per_image.npz"),
         **{f"{n}/{k}": v for n, ev in evaluations.items() for k, v in ev.per_image.items()},
     )
-
     _log("figures and report", quiet)
     key = jax.random.key(cfg.seed if seeds is None else seeds[0])
     figures.make_figures(cfg, first, results, jax.random.fold_in(key, 2000))
     report.write_report(os.path.join(cfg.out, "report.md"), metrics, command)
     _log(f"done: {os.path.join(cfg.out, 'report.md')}", quiet)
-    return metrics
 
 
 def _evaluate(result, cfg, run_cfg, iwae_k, classifier, seed, quiet):
@@ -257,82 +273,17 @@ def _evaluate(result, cfg, run_cfg, iwae_k, classifier, seed, quiet):
     return ev, m
 
 
-def compare_metric(metric: str, a: str, b: str, evaluations: dict, results: dict) -> dict | None:
-    """b's value minus a's for `metric`, with a 95% interval and how it was obtained;
-    None when either model lacks the metric. With several seeds, the interval is over
-    seeds (differences paired by seed); otherwise over test images or from standard
-    errors."""
-    ra, rb = results[a], results[b]
-    if ra.get(metric) is None or rb.get(metric) is None:
-        return None
-    seeds_a, seeds_b = ra.get("per_seed", []), rb.get("per_seed", [])
-    if len(seeds_a) >= 2 and len(seeds_a) == len(seeds_b):
-        pa = [m[metric] for m in seeds_a]
-        pb = [m[metric] for m in seeds_b]
-        n = len(pa)
-        return {**M.seed_paired_interval(pa, pb), "method": f"paired by seed, t with {n - 1} dof"}
-    per_image = PER_IMAGE.get(metric)
-    pa = evaluations[a].per_image.get(per_image) if per_image else None
-    pb = evaluations[b].per_image.get(per_image) if per_image else None
-    if pa is not None and pb is not None:
-        boot = M.paired_bootstrap(pb, pa)
-        return {**boot, "method": "paired bootstrap over test images"}
-    diff = float(rb[metric] - ra[metric])
-    if metric.endswith("accuracy"):
-        n_key = metric.replace("accuracy", "n")
-        se = math.hypot(
-            M.binomial_se(ra[metric], ra.get(n_key, 1)), M.binomial_se(rb[metric], rb.get(n_key, 1))
-        )
-        method = "binomial standard errors"
-    elif ra.get(f"{metric}_se") is not None and rb.get(f"{metric}_se") is not None:
-        se = math.hypot(ra[f"{metric}_se"], rb[f"{metric}_se"])
-        method = "bootstrap standard errors"
-    else:
-        return {"diff": diff, "lo": None, "hi": None, "method": "no uncertainty available"}
-    return {"diff": diff, "lo": diff - 1.96 * se, "hi": diff + 1.96 * se, "method": method}
-
-
-COMPARED = (
-    "test_mse",
-    "test_psnr",
-    "test_denoise_mse",
-    "test_inpaint_mse",
-    "code_sparsity",
-    "test_recon_nll",
-    "test_neg_elbo",
-    "test_nll_iwae",
-    "test_kl",
-    "test_distortion",
-    "probe_accuracy",
-    "prior_sample_fd",
-    "expost_sample_fd",
-    "latent_prior_fd",
-)
-
-
 def all_comparisons(evaluations: dict, results: dict) -> dict:
-    """{"b-a": {metric: comparison}} for every ordered pair of models (b listed after a)."""
+    """{"b-a": {metric: comparison}} for every ordered pair of models (b listed after a),
+    over the catalogue's compared metrics (verdicts.compare_metric picks each rule)."""
     names = list(results)
     out = {}
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             pair = {}
-            for metric in COMPARED:
-                c = compare_metric(metric, a, b, evaluations, results)
+            for metric in catalogue.compared():
+                c = compare_metric(metric.key, a, b, evaluations, results)
                 if c is not None:
-                    pair[metric] = c
+                    pair[metric.key] = c
             out[f"{b}-{a}"] = pair
     return out
-
-
-def _jsonable(x):
-    """NaN and infinities become None (strict JSON); NumPy scalars become Python ones."""
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x

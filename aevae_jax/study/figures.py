@@ -25,8 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from aevae_jax.data.preprocess import to_unit_interval
-from aevae_jax.evaluate.evaluation import TRAIN_SPLIT, encode_split, eval_inputs
 from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images
+from aevae_jax.evaluate.split import TRAIN_SPLIT, encode_split, eval_inputs
 from aevae_jax.models import Batch
 
 

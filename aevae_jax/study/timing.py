@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from aevae_jax.config import RunConfig
 from aevae_jax.models import Model
 from aevae_jax.progress import progress_bar
-from aevae_jax.train.fit import main_stage_start, make_train_epoch
+from aevae_jax.train.stages import main_stage_start
+from aevae_jax.train.step import make_train_epoch
 
 
 def interleaved_step_times(

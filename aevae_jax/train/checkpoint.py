@@ -43,6 +43,19 @@ class CheckpointWarning(UserWarning):
     """A damaged checkpoint was skipped."""
 
 
+def checkpoint_tree(params, opt_states: dict, step, epoch: int, seed: int) -> dict:
+    """What a checkpoint holds: parameters, every stage's optimiser state, the step and
+    epoch reached, and the root key (every stream, data order and per-step key derives
+    from it)."""
+    return {
+        "params": params,
+        "opt_state": opt_states,
+        "step": step,
+        "epoch": np.asarray(epoch, np.int64),
+        "root_key": np.asarray(jax.random.key_data(jax.random.key(seed))),
+    }
+
+
 def _manager(directory: str, best: bool) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=1 if best else 2,

@@ -20,9 +20,9 @@ from aevae_jax.data.sources import load_dataset
 from aevae_jax.data.spec import Dataset, DataSpec
 from aevae_jax.errors import require
 from aevae_jax.models import Model, import_models, make_model
-from aevae_jax.train.checkpoint import RunCheckpoints
-from aevae_jax.train.fit import checkpoint_tree, init_state, plan_stages
+from aevae_jax.train.checkpoint import RunCheckpoints, checkpoint_tree
 from aevae_jax.train.rundir import METRICS_FILE, has_run, read_config, read_log, seed_run_dirs
+from aevae_jax.train.stages import init_state, plan_stages
 
 
 @dataclasses.dataclass

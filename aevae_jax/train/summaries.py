@@ -91,10 +91,7 @@ class Summaries:
     def images(self, epoch: int, inputs, recon, samples) -> None:
         if self.writer is None:
             return
-        shown = lambda a: np.clip(np.asarray(a, np.float32), 0, 1)[
-            ..., : 3 if a.shape[-1] >= 3 else 1
-        ]
-        inputs, recon, samples = shown(inputs), shown(recon), shown(samples)
+        inputs, recon, samples = _shown(inputs), _shown(recon), _shown(samples)
         pairs = grid(np.concatenate([inputs, recon]), cols=len(inputs))
         self.writer.add_image("images/reconstructions", pairs, epoch, dataformats="HWC")
         self.writer.add_image("images/samples", grid(samples, cols=4), epoch, dataformats="HWC")

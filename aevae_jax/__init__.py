@@ -3,7 +3,7 @@
 Public API (heavy modules such as tfds load only when data is loaded):
     RunConfig, DataConfig, ModelConfig, OptimConfig      frozen configuration
     load_dataset, Dataset, DataSpec, preprocess          data
-    Model, Batch, Encoding, Stage                        the model protocol
+    Model, Batch, Encoding, Stage, Prior, Claim          the model protocol
     register, make_model, model_names, model_info,       the registry
       import_models
     make_optimizer, param_groups, frozen                 optimisers
@@ -27,8 +27,10 @@ from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_i
 from aevae_jax.evaluate.scores import iwae_log_likelihood
 from aevae_jax.models import (
     Batch,
+    Claim,
     Encoding,
     Model,
+    Prior,
     Stage,
     import_models,
     make_model,
@@ -44,6 +46,7 @@ from aevae_jax.train.step import make_epoch_fn, make_streams, make_train_epoch
 
 __all__ = [
     "Batch",
+    "Claim",
     "DataConfig",
     "DataSpec",
     "Dataset",
@@ -54,6 +57,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "Placement",
+    "Prior",
     "RunConfig",
     "Stage",
     "UserError",

@@ -1,4 +1,4 @@
-"""Scaling numbers for README.md's "Scaling out": seeds trained together, and bfloat16.
+"""Scaling numbers for docs/scaling.md: seeds trained together, and bfloat16.
 
 Seeds: the MLP VAE's epoch program (`aevae_jax.train.step.make_train_epoch`, what `fit` and
 `fit_seeds` run) for S seeds in (1, 4, 16) at batch sizes (128, 1024). One seed is the

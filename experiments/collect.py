@@ -39,7 +39,7 @@ The article ends with advice: autoencoders to compress or clean data and learn f
 VAEs to generate, augment data and model uncertainty, both for anomaly detection. Each
 claim is one script here, one command, that writes a markdown table, a JSON file and
 figures to `experiments/results/<name>/`. This file is assembled from those files by
-`python experiments/collect.py`; README.md sums the verdicts up claim by claim.
+`python experiments/collect.py`; README.md and docs/results.md sum the verdicts up claim by claim.
 
 **Protocol.** Fashion-MNIST (60,000 training and 10,000 test images), binarized as in
 the main job (dynamic binarization in training, one fixed draw for the test images),

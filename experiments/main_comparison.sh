@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job with its defaults (AE vs VAE on Fashion-MNIST, 30 epochs, IWAE K=1000),
 # then a copy of its report, metrics and figures into experiments/results/, which is
-# what README.md quotes. Run from the repository root after `bash install.sh`.
+# what README.md and docs/results.md quote. Run from the repository root after `bash install.sh`.
 #   bash experiments/main_comparison.sh [extra aevae compare options]
 set -euo pipefail
 cd "$(dirname "$0")/.."

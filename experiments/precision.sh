@@ -2,7 +2,7 @@
 # float32 against bfloat16 compute (--dtype): the main job's VAE (30 epochs, 3 seeds
 # trained together each), its test -ELBO of the last epoch per seed, mean ± std, and
 # wall time; the step-time ratio is benchmarks/scale_out.py's. Writes
-# experiments/results/precision.json, which README.md's "Scaling out" quotes.
+# experiments/results/precision.json, which docs/scaling.md quotes.
 #   bash experiments/precision.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job over three seeds trained together (mean ± std for every metric, model
 # differences paired by seed), then a copy of its report into experiments/results/,
-# which README.md's "Scaling out" quotes. Run from the repository root after
+# which docs/scaling.md quotes. Run from the repository root after
 # `bash install.sh`; compare its wall time with experiments/main_comparison.sh's.
 #   bash experiments/seeds_comparison.sh [extra aevae compare options]
 set -euo pipefail

@@ -2,7 +2,7 @@
 # The generative variants against the article's pair, with their defaults: AE, VAE,
 # beta-VAE, IWAE, conditional VAE, VQ-VAE (with its prior stage) and adversarial AE on
 # Fashion-MNIST, 30 epochs each, IWAE K=1000; then a copy of the report, metrics and
-# figures into experiments/results/variants/, which README.md quotes.
+# figures into experiments/results/variants/, which docs/variants.md quotes.
 #   bash experiments/variants_comparison.sh [extra aevae compare options]
 set -euo pipefail
 cd "$(dirname "$0")/.."

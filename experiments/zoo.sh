@@ -2,7 +2,7 @@
 # Every registered model under one budget: `aevae zoo` with its defaults on
 # Fashion-MNIST (MLP 784-400-20, 10 epochs, IWAE K=100); then a copy of zoo.md,
 # zoo.json, the report, metrics and figures into experiments/results/zoo/, which
-# README.md quotes.
+# docs/variants.md quotes.
 #   bash experiments/zoo.sh [extra aevae zoo options]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -12,6 +12,7 @@ from aevae_jax.cli.main import main
 from aevae_jax.study.article import article_rows
 from aevae_jax.study.claims import check_claims
 from aevae_jax.study.figures import interpolation_pairs
+from aevae_jax.study.report import ELBO_GAP_SES, elbo_gap_ses
 from aevae_jax.study.zoo import zoo_models
 
 ROWS = ["Objective", "Latent space", "Loss", "Sampling", "Generative ability", "Applications"]
@@ -19,7 +20,7 @@ MODELS = list(zoo_models()[0])
 COMPARE_ARGS = (
     "--epochs 1 --hidden 64 --latent-dim 8 --batch-size 128 --iwae-k 10 --quiet --timing-rounds 2 "
     "--prior-epochs 1 --num-codes 32 --prior-hidden 64 --disc-hidden 32 --token-dim 16 --depth 1 "
-    "--heads 2"
+    "--heads 2 --pseudo-inputs 16 --top-hidden 16"
 )
 FIGURES = [
     "overview.png",
@@ -92,7 +93,7 @@ def test_compare_writes_every_file_and_finite_metrics(comparison):
     for name, r in m["models"].items():
         for k in every:
             assert np.isfinite(r[k]), (name, k)
-    density = {"vae", "dvae", "beta_vae", "iwae", "cvae", "vqvae"}
+    density = {"vae", "dvae", "beta_vae", "iwae", "cvae", "vqvae", "vamp_vae", "two_layer_vae"}
     for name, r in m["models"].items():
         assert (r.get("test_nll_iwae") is not None) == (name in density), name
         assert ("test_bpd" in r) == (name in density), name  # binarized data: a mass function
@@ -122,7 +123,14 @@ def test_compare_writes_every_file_and_finite_metrics(comparison):
         "cvae",
         "vqvae",
         "aae",
+        "vamp_vae",
+        "two_layer_vae",
     }
+    # The models with priors of their own report their rate against them: their -ELBO is
+    # distortion + KL within the report's rule (4 standard errors).
+    for name in ("vamp_vae", "two_layer_vae"):
+        assert elbo_gap_ses(m["models"][name]) < ELBO_GAP_SES, name
+    assert "active_units_z2" in m["models"]["two_layer_vae"]
 
 
 def test_runs_of_a_comparison_record_their_stages(comparison):

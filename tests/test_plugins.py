@@ -61,9 +61,9 @@ def test_guide_model_from_a_file_trains_evaluates_samples_and_compares(
             example_file,
             "train",
             "--model",
-            "my_rae",
-            "--code-penalty",
-            "0.5",
+            "my_hvae",
+            "--top-dim",
+            "3",
             "--out",
             str(run),
             *common,
@@ -72,20 +72,24 @@ def test_guide_model_from_a_file_trains_evaluates_samples_and_compares(
     assert code == 0, capsys.readouterr().err
     cfg = json.loads((run / "config.json").read_text())["run"]
     assert cfg["imports"] == [os.path.abspath(example_file)]
-    assert cfg["model"]["options"] == {"code_penalty": 0.5}
+    assert cfg["model"]["options"] == {"top_dim": 3}
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
-    assert rows[-1]["train_terms"]["penalty"] > 0 and rows[-1]["selection"] == "test_recon_nll"
+    assert rows[-1]["train_terms"]["elbo"] < 0 and rows[-1]["selection"] == "test_neg_elbo"
 
     # A later command (a new process: nothing imported) finds the model without --import,
     # because the run remembers the file.
-    registry._REGISTRY.pop("my_rae")
+    registry._REGISTRY.pop("my_hvae")
     for name in [m for m in sys.modules if m.startswith("aevae_user_models_")]:
         del sys.modules[name]
     out_json = tmp_path / "eval.json"
     assert main(["evaluate", "--run", str(run), "--no-fd", "--json", str(out_json)]) == 0
     metrics = json.loads(out_json.read_text())
-    assert metrics["model"] == "my_rae" and "latent_prior_fd" in metrics
-    assert "test_nll_iwae" not in metrics  # no density: n/a, not an error
+    assert metrics["model"] == "my_hvae" and "latent_prior_fd" in metrics
+    # Its own prior and both layers: a rate from its hierarchy, active units per layer,
+    # and a -ELBO that is distortion + rate within noise.
+    assert metrics["test_kl"] > 0 and "active_units_z2" in metrics and "kl_per_dim" not in metrics
+    gap = metrics["elbo_gap"]
+    assert abs(gap["diff"]) < 4 * (gap["hi"] - gap["lo"]) / 3.92
     assert main(["sample", "--run", str(run), "--out", str(tmp_path / "s.png")]) == 0
 
     capsys.readouterr()
@@ -96,7 +100,7 @@ def test_guide_model_from_a_file_trains_evaluates_samples_and_compares(
             "--import",
             example_file,
             "--models",
-            "ae,my_rae",
+            "ae,my_hvae",
             "--pair",
             "ae,vae",
             "--iwae-k",
@@ -110,9 +114,9 @@ def test_guide_model_from_a_file_trains_evaluates_samples_and_compares(
     )
     assert code == 0, capsys.readouterr().err
     m = json.loads((cmp / "metrics.json").read_text())
-    assert list(m["models"]) == ["ae", "my_rae"]
-    assert "test_mse" in m["comparisons"]["my_rae-ae"]
-    assert "| my_rae |" in (cmp / "report.md").read_text()
+    assert list(m["models"]) == ["ae", "my_hvae"]
+    assert "test_mse" in m["comparisons"]["my_hvae-ae"]
+    assert "| my_hvae |" in (cmp / "report.md").read_text()
 
 
 def test_models_of_an_installed_package_come_through_its_entry_point(
@@ -127,7 +131,7 @@ def test_models_of_an_installed_package_come_through_its_entry_point(
         "[aevae_jax.models]\npaper = paper_models\n"
     )
     (site / "paper_models.py").write_text(
-        textwrap.dedent(guide_example()).replace('"my_rae"', '"paper_rae"')
+        textwrap.dedent(guide_example()).replace('"my_hvae"', '"paper_rae"')
     )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(registry, "_loaded", False)
@@ -143,11 +147,48 @@ def test_a_model_registered_twice_under_one_name_is_an_error(clean_registry):
         registry.register("twice")(lambda cfg, spec, opts: None)
 
 
+def test_a_model_file_imported_by_a_script_is_not_registered_again(
+    example_file, clean_registry, monkeypatch
+):
+    """An analysis script imports the model file as a module, then load_run (or --import)
+    names the same file: one registration, no 'registered twice'."""
+    import importlib
+
+    monkeypatch.syspath_prepend(os.path.dirname(example_file))
+    module = importlib.import_module("my_models")
+    try:
+        assert registry.import_models(example_file) == os.path.abspath(example_file)
+        assert registry.model_info("my_hvae").factory is module.make_hvae
+    finally:
+        sys.modules.pop("my_models", None)
+
+
+def test_the_same_file_under_two_module_names_gets_a_hint(example_file, clean_registry):
+    import importlib.util
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, example_file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+    try:
+        load("first_name")
+        with pytest.raises(ValueError, match="same file was imported under two module names"):
+            load("second_name")
+    finally:
+        sys.modules.pop("first_name", None)
+        sys.modules.pop("second_name", None)
+
+
 def test_every_public_name_imports_from_the_package():
     import aevae_jax
 
     for name in aevae_jax.__all__:
         assert getattr(aevae_jax, name) is not None, name
+    from aevae_jax import Claim, Prior  # the protocol's documented parts
+
+    assert Claim._fields[0] == "metric" and Prior._fields[:2] == ("log_prob", "sample")
     from aevae_jax import run_compare, run_zoo
 
     assert callable(run_compare) and callable(run_zoo)

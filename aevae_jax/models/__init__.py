@@ -28,7 +28,7 @@ from typing import Any
 from aevae_jax.config import ModelConfig
 from aevae_jax.data.spec import DataSpec
 from aevae_jax.errors import UserError, require
-from aevae_jax.models.base import Batch, Claim, Encoding, Model, Stage
+from aevae_jax.models.base import Batch, Claim, Encoding, Model, Prior, Stage
 
 __all__ = [
     "Batch",
@@ -36,6 +36,7 @@ __all__ = [
     "Encoding",
     "Model",
     "ModelInfo",
+    "Prior",
     "Stage",
     "import_models",
     "make_model",
@@ -97,7 +98,7 @@ def register(
 
     def add(factory: Factory) -> Factory:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
-            raise ValueError(f"model name {name!r} is registered twice")
+            raise ValueError(_twice(name, _REGISTRY[name].factory, factory))
         if options is not None:
             _check_options_class(name, options)
         line = summary or (factory.__doc__ or name).strip().splitlines()[0]
@@ -115,6 +116,20 @@ def register(
         return factory
 
     return add
+
+
+def _twice(name: str, old: Factory, new: Factory) -> str:
+    """Why a name is registered twice, and what to do about it."""
+    where = lambda f: f"{f.__module__} ({getattr(sys.modules.get(f.__module__), '__file__', '?')})"
+    same_file = where(old).split(" ", 1)[1] == where(new).split(" ", 1)[1]
+    hint = (
+        "the same file was imported under two module names; import it once (a script that "
+        "imports the file itself should let `--import`/`load_run` find it in sys.modules, "
+        "or call aevae_jax.import_models(path) instead of importing it)"
+        if same_file
+        else "rename one of them"
+    )
+    return f"model name {name!r} is registered twice, by {where(old)} and {where(new)}: {hint}"
 
 
 # What each option type accepts: bools are not ints here, and ints are accepted as floats.
@@ -169,9 +184,9 @@ def import_models(spec: str) -> str:
     if spec.endswith(".py"):
         path = os.path.abspath(spec)
         require(os.path.isfile(path), f"--import {spec!r}: no such file")
-        module_name = "aevae_user_models_" + os.path.splitext(os.path.basename(path))[0]
-        if module_name in sys.modules and getattr(sys.modules[module_name], "__file__", "") == path:
+        if _loaded_from(path):  # already imported, under whatever module name
             return path
+        module_name = "aevae_user_models_" + os.path.splitext(os.path.basename(path))[0]
         loaded = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(loaded)
         sys.modules[module_name] = module
@@ -190,6 +205,15 @@ def import_models(spec: str) -> str:
             f"--import {spec!r}: {e}; pass an importable module name or a path to a .py file"
         ) from None
     return spec
+
+
+def _loaded_from(path: str) -> bool:
+    """Whether a loaded module was executed from the file `path`."""
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and os.path.abspath(file) == path:
+            return True
+    return False
 
 
 def model_names() -> list[str]:

@@ -24,6 +24,7 @@ import optax
 from aevae_jax.errors import require
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Encoding, Model, make_backbone_fns
+from aevae_jax.models.priors import standard_normal
 from aevae_jax.nn.backbones import MLPEncoder
 from aevae_jax.nn.likelihoods import batch_mean, get_likelihood
 from aevae_jax.nn.optim import make_optimizer, param_groups
@@ -115,15 +116,6 @@ def make_aae(cfg, spec, opts: AAEOptions) -> Model:
         z = jax.random.normal(key, (n, cfg.latent_dim))
         return likelihood.mean(net.decoder(params, z))
 
-    def optimizer(optim_cfg, total_steps):
-        return param_groups(
-            {
-                "autoencoder": make_optimizer(optim_cfg, total_steps),
-                "discriminator": optax.adam(opts.disc_lr, b1=0.5),
-            },
-            GROUPS,
-        )
-
     return Model(
         name="aae",
         spec=spec,
@@ -134,5 +126,22 @@ def make_aae(cfg, spec, opts: AAEOptions) -> Model:
         encode=encode,
         decode=decode,
         sample=sample,
-        optimizer=optimizer,
+        optimizer=players_optimizer(opts),
+        prior=standard_normal((cfg.latent_dim,)),  # what the discriminator matches q(z) to
     )
+
+
+def players_optimizer(opts: AAEOptions):
+    """The two players' optimisers: the run's for the autoencoder, Adam(disc_lr, b1=0.5)
+    for the discriminator."""
+
+    def optimizer(optim_cfg, total_steps):
+        return param_groups(
+            {
+                "autoencoder": make_optimizer(optim_cfg, total_steps),
+                "discriminator": optax.adam(opts.disc_lr, b1=0.5),
+            },
+            GROUPS,
+        )
+
+    return optimizer

@@ -24,6 +24,7 @@ bound in nats (one importance sample is exact).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -179,105 +180,119 @@ CLAIMS = (
 )
 
 
-@register("vqvae", options=VQVAEOptions, needs_density=True, claims=CLAIMS)
-def make_vqvae(cfg, spec, opts: VQVAEOptions) -> Model:
-    """VQ-VAE: a learned codebook, straight-through gradients, then an autoregressive prior."""
-    likelihood = get_likelihood(cfg.likelihood)
-    positions, dim, k = cfg.latent_dim, opts.code_dim, opts.num_codes
-    net = make_backbone_fns(cfg, spec.image_shape, positions * dim, code_dim=positions * dim)
-    made = MADE(positions, k, opts.prior_hidden)
+@dataclasses.dataclass(frozen=True)
+class VQParts:
+    """The VQ-VAE's pure functions over params {"encoder", "decoder", "codebook", "prior"}:
+    `latent_dim` positions of `code_dim`-vectors from a `num_codes` codebook, and the MADE
+    prior over their indices."""
 
-    def init(key, batch):
+    likelihood: Any
+    positions: int
+    dim: int
+    k: int
+    net: Any
+    made: MADE
+    opts: VQVAEOptions
+
+    def init(self, key, batch):
         k_net, k_code, k_prior = jax.random.split(key, 3)
-        params = net.init(k_net, batch.x)
-        vectors = jax.random.normal(k_code, (k, dim))
-        if opts.ema:
-            codebook = {"count": jnp.ones(k), "sum": vectors}
+        params = self.net.init(k_net, batch.x)
+        vectors = jax.random.normal(k_code, (self.k, self.dim))
+        if self.opts.ema:
+            codebook = {"count": jnp.ones(self.k), "sum": vectors}
         else:
             codebook = {"vectors": vectors}
-        prior = made.init(k_prior, jnp.zeros((1, positions), jnp.int32))["params"]
+        prior = self.made.init(k_prior, jnp.zeros((1, self.positions), jnp.int32))["params"]
         return {**params, "codebook": codebook, "prior": prior}
 
-    def vectors_of(params):
+    def vectors_of(self, params):
         book = params["codebook"]
-        return ema_codebook(book) if opts.ema else book["vectors"]
+        return ema_codebook(book) if self.opts.ema else book["vectors"]
 
-    def encoder_out(params, x):
-        return net.encoder(params, x).reshape(x.shape[0], positions, dim)
+    def encoder_out(self, params, x):
+        return self.net.encoder(params, x).reshape(x.shape[0], self.positions, self.dim)
 
-    def encode(params, batch):
-        indices, z_q = quantize(encoder_out(params, batch.x), vectors_of(params))
+    def encode(self, params, batch):
+        indices, z_q = quantize(self.encoder_out(params, batch.x), self.vectors_of(params))
         return Encoding(z_q.reshape(z_q.shape[0], -1), indices=indices.astype(jnp.int32))
 
-    def decode(params, code, y=None):
-        return net.decoder(params, code.reshape(code.shape[0], -1))
+    def decode(self, params, code, y=None):
+        return self.net.decoder(params, code.reshape(code.shape[0], -1))
 
-    def loss(params, batch, key, step):
+    def loss(self, params, batch, key, step):
         del key, step
-        z_e = encoder_out(params, batch.x)
-        indices, z_q = quantize(z_e, vectors_of(params))
-        recon = likelihood.nll(decode(params, straight_through(z_e, z_q)), batch.x)
+        z_e = self.encoder_out(params, batch.x)
+        indices, z_q = quantize(z_e, self.vectors_of(params))
+        recon = self.likelihood.nll(self.decode(params, straight_through(z_e, z_q)), batch.x)
         commit = jnp.sum((z_e - jax.lax.stop_gradient(z_q)) ** 2, axis=(1, 2))
-        value = batch_mean(recon + opts.commitment * commit)
+        value = batch_mean(recon + self.opts.commitment * commit)
         metrics = {"recon": batch_mean(recon), "commitment": batch_mean(commit)}
-        if opts.ema:
-            one_hot = jax.nn.one_hot(indices.reshape(-1), k)  # [B * P, K]
-            flat = jax.lax.stop_gradient(z_e.reshape(-1, dim))
+        if self.opts.ema:
+            one_hot = jax.nn.one_hot(indices.reshape(-1), self.k)  # [B * P, K]
+            flat = jax.lax.stop_gradient(z_e.reshape(-1, self.dim))
             book = params["codebook"]
-            value = value + ema_pull(book["count"], jnp.sum(one_hot, 0), opts.ema_decay)
-            value = value + ema_pull(book["sum"], one_hot.T @ flat, opts.ema_decay)
+            value = value + ema_pull(book["count"], jnp.sum(one_hot, 0), self.opts.ema_decay)
+            value = value + ema_pull(book["sum"], one_hot.T @ flat, self.opts.ema_decay)
         else:
             codebook_loss = jnp.sum((jax.lax.stop_gradient(z_e) - z_q) ** 2, axis=(1, 2))
             value = value + batch_mean(codebook_loss)
             metrics["codebook"] = batch_mean(codebook_loss)
-        usage = jnp.mean(jax.nn.one_hot(indices.reshape(-1), k), axis=0)
+        usage = jnp.mean(jax.nn.one_hot(indices.reshape(-1), self.k), axis=0)
         metrics["batch_perplexity"] = jnp.exp(-jnp.sum(usage * jnp.log(usage + 1e-12)))
         return value, metrics
 
-    def prior_loss(params, batch, key, step):
+    def prior_loss(self, params, batch, key, step):
         del key, step
-        indices = encode(jax.lax.stop_gradient(params), batch).indices
-        nll = -made_log_prob(made, params["prior"], indices)
+        indices = self.encode(jax.lax.stop_gradient(params), batch).indices
+        nll = -made_log_prob(self.made, params["prior"], indices)
         return batch_mean(nll), {"prior_nll": batch_mean(nll)}
 
-    def log_importance_weights(params, batch, key, n):
+    def log_importance_weights(self, params, batch, key, n):
         del key  # q(z|x) is a point mass: every sample is the same
-        enc = encode(params, batch)
-        log_px = -likelihood.nll(decode(params, enc.code), batch.x)
-        log_w = log_px + made_log_prob(made, params["prior"], enc.indices)
+        enc = self.encode(params, batch)
+        log_px = -self.likelihood.nll(self.decode(params, enc.code), batch.x)
+        log_w = log_px + made_log_prob(self.made, params["prior"], enc.indices)
         return jnp.broadcast_to(log_w, (n, *log_w.shape))
 
-    def sample(params, key, n, y=None):
-        indices = made_sample(made, params["prior"], key, n)
-        z_q = vectors_of(params)[indices]
-        return likelihood.mean(decode(params, z_q))
+    def sample(self, params, key, n, y=None):
+        indices = made_sample(self.made, params["prior"], key, n)
+        z_q = self.vectors_of(params)[indices]
+        return self.likelihood.mean(self.decode(params, z_q))
 
-    def main_optimizer(optim_cfg, total_steps):
+    def main_optimizer(self, optim_cfg, total_steps):
         groups = {"model": make_optimizer(optim_cfg, total_steps), "prior": frozen()}
         group_of = {"encoder": "model", "decoder": "model", "prior": "prior"}
-        if opts.ema:
+        if self.opts.ema:
             groups["ema"] = optax.sgd(1.0)
-        group_of["codebook"] = "ema" if opts.ema else "model"
+        group_of["codebook"] = "ema" if self.opts.ema else "model"
         return param_groups(groups, group_of)
 
-    def prior_optimizer(optim_cfg, total_steps):
+    def prior_optimizer(self, optim_cfg, total_steps):
         del optim_cfg, total_steps
         group_of = {"encoder": "rest", "decoder": "rest", "codebook": "rest", "prior": "prior"}
-        return param_groups({"prior": optax.adam(opts.prior_lr), "rest": frozen()}, group_of)
+        return param_groups({"prior": optax.adam(self.opts.prior_lr), "rest": frozen()}, group_of)
 
+
+@register("vqvae", options=VQVAEOptions, needs_density=True, claims=CLAIMS)
+def make_vqvae(cfg, spec, opts: VQVAEOptions) -> Model:
+    """VQ-VAE: a learned codebook, straight-through gradients, then an autoregressive prior."""
+    positions, dim, k = cfg.latent_dim, opts.code_dim, opts.num_codes
+    net = make_backbone_fns(cfg, spec.image_shape, positions * dim, code_dim=positions * dim)
+    v = VQParts(get_likelihood(cfg.likelihood), positions, dim, k, net,
+                MADE(positions, k, opts.prior_hidden), opts)  # fmt: skip
     return Model(
         name="vqvae",
         spec=spec,
         code_shape=(positions * dim,),
-        likelihood=likelihood,
-        init=init,
-        loss=loss,
-        encode=encode,
-        decode=decode,
-        sample=sample,
-        log_importance_weights=log_importance_weights,
-        optimizer=main_optimizer,
-        stages=(Stage("prior", prior_loss, prior_optimizer, opts.prior_epochs),),
+        likelihood=v.likelihood,
+        init=v.init,
+        loss=v.loss,
+        encode=v.encode,
+        decode=v.decode,
+        sample=v.sample,
+        log_importance_weights=v.log_importance_weights,
+        optimizer=v.main_optimizer,
+        stages=(Stage("prior", v.prior_loss, v.prior_optimizer, opts.prior_epochs),),
         num_codes=k,
         point_posterior=True,
     )

@@ -179,28 +179,59 @@ def codebook_usage(path: str, name: str, indices: np.ndarray, num_codes: int) ->
 
 def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) -> None:
     """Every figure of a comparison into cfg.out (report.figure_list captions them)."""
-    out = cfg.out
     dataset = next(iter(fits.values())).dataset
     x_test = eval_inputs(jnp.asarray(dataset.x_test), cfg.data.binarize)
     y_test = None if dataset.y_test is None else jnp.asarray(dataset.y_test)
     batch = Batch(x_test[:n], None if y_test is None else y_test[:n])
-
     recon = {name: np.asarray(r.model.reconstruct(r.params, batch)) for name, r in fits.items()}
+    first = reconstruction_figure(cfg, dataset, batch, recon, n)
+    samples = sample_figure(cfg, fits, key, n)
+    overview_figure(cfg.out, fits, first, recon, samples)
+    interpolation_figure(cfg.out, fits, dataset, batch, n)
+    m = min(len(x_test), 5000)
+    sub = Batch(x_test[:m], None if y_test is None else y_test[:m])
+    codes = {name: np.asarray(r.model.encode(r.params, sub).features) for name, r in fits.items()}
+    latent_scatter(
+        os.path.join(cfg.out, "latent_2d.png"),
+        codes,
+        None if dataset.y_test is None else dataset.y_test[:m],
+        dataset.class_names,
+    )
+    histories = {name: r.history for name, r in fits.items()}
+    training_curves(os.path.join(cfg.out, "training_curves.png"), histories)
+    rd = {
+        name: (m_["test_kl"], m_["test_distortion"])
+        for name, m_ in results.items()
+        if m_.get("test_kl") is not None and m_.get("test_distortion") is not None
+    }
+    if rd:
+        rate_distortion(os.path.join(cfg.out, "rate_distortion.png"), rd)
+    model_figures(cfg.out, fits, dataset, sub, key)
+
+
+def reconstruction_figure(cfg, dataset, batch: Batch, recon: dict, n: int) -> tuple:
+    """reconstructions.png; returns the first row (the test images) and its label."""
     rows = [np.asarray(to_unit_interval(jnp.asarray(dataset.x_test[:n])))]
     labels = ["test image"]
     if cfg.data.binarize != "none":
         rows.append(np.asarray(batch.x))
         labels.append("binarized input")
     image_rows(
-        os.path.join(out, "reconstructions.png"),
+        os.path.join(cfg.out, "reconstructions.png"),
         [*rows, *recon.values()],
         [*labels, *recon],
         "Reconstructions through the code (the Gaussian's mean)",
     )
+    return rows[0], labels[0]
 
+
+def sample_figure(cfg, fits: dict, key: jax.Array, n: int) -> dict:
+    """samples.png: each model's prior samples, and ex-post Gaussian samples for models
+    without a prior of their own; returns {name: [(label, images)]}."""
+    dataset = next(iter(fits.values())).dataset
     x_train = eval_inputs(jnp.asarray(dataset.x_train), cfg.data.binarize, TRAIN_SPLIT)
     y_train = None if dataset.y_train is None else jnp.asarray(dataset.y_train)
-    samples: dict[str, list[tuple[str, np.ndarray]]] = {}  # name -> [(label, images)]
+    samples: dict[str, list[tuple[str, np.ndarray]]] = {}
     for i, (name, r) in enumerate(fits.items()):
         k = jax.random.fold_in(key, i)
         y = (jnp.arange(n) % dataset.num_classes) if r.model.conditional else None
@@ -215,12 +246,17 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
                 samples[name].append((f"{name}: ex-post", expost))
     sample_rows = [row for name in fits for row in samples[name]]
     image_rows(
-        os.path.join(out, "samples.png"),
+        os.path.join(cfg.out, "samples.png"),
         [images for _, images in sample_rows],
         [label for label, _ in sample_rows],
         "New images from sampled codes (decoder means)",
     )
-    rows, labels = rows[:1], labels[:1]
+    return samples
+
+
+def overview_figure(out: str, fits: dict, first: tuple, recon: dict, samples: dict) -> None:
+    """overview.png: the test images, then per model its reconstructions and samples."""
+    rows, labels = [first[0]], [first[1]]
     for name in fits:
         label, images = samples[name][-1]  # ex-post where a model has no prior
         rows += [recon[name], images]
@@ -232,48 +268,33 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
         "Every model: reconstructions of the test images above, then samples",
     )
 
+
+def interpolation_figure(out: str, fits: dict, dataset, batch: Batch, n: int) -> None:
+    """interpolations.png: decodes along straight lines between two test images' codes."""
     pairs = interpolation_pairs(dataset.y_test, limit=n)
-    if pairs:
-        t = jnp.linspace(0.0, 1.0, 10)[:, None]
-        rows, labels = [], []
-        for name, r in fits.items():
-            if r.model.conditional:
-                continue  # the path would need a label per point
-            codes = r.model.encode(r.params, batch).features
-            for a, b in pairs:
-                path = (codes[a] * (1 - t) + codes[b] * t).reshape(-1, *r.model.code_shape)
-                rows.append(np.asarray(r.model.likelihood.mean(r.model.decode(r.params, path))))
-                labels.append(f"{name} {a}->{b}")
-        if rows:
-            image_rows(
-                os.path.join(out, "interpolations.png"),
-                rows,
-                labels,
-                "Linear interpolation between the codes of two test images",
-            )
+    if not pairs:
+        return
+    t = jnp.linspace(0.0, 1.0, 10)[:, None]
+    rows, labels = [], []
+    for name, r in fits.items():
+        if r.model.conditional:
+            continue  # the path would need a label per point
+        codes = r.model.encode(r.params, batch).features
+        for a, b in pairs:
+            path = (codes[a] * (1 - t) + codes[b] * t).reshape(-1, *r.model.code_shape)
+            rows.append(np.asarray(r.model.likelihood.mean(r.model.decode(r.params, path))))
+            labels.append(f"{name} {a}->{b}")
+    if rows:
+        image_rows(
+            os.path.join(out, "interpolations.png"),
+            rows,
+            labels,
+            "Linear interpolation between the codes of two test images",
+        )
 
-    m = min(len(x_test), 5000)
-    sub = Batch(x_test[:m], None if y_test is None else y_test[:m])
-    codes = {name: np.asarray(r.model.encode(r.params, sub).features) for name, r in fits.items()}
-    latent_scatter(
-        os.path.join(out, "latent_2d.png"),
-        codes,
-        None if dataset.y_test is None else dataset.y_test[:m],
-        dataset.class_names,
-    )
 
-    training_curves(
-        os.path.join(out, "training_curves.png"), {name: r.history for name, r in fits.items()}
-    )
-
-    rd = {
-        name: (m_["test_kl"], m_["test_distortion"])
-        for name, m_ in results.items()
-        if m_.get("test_kl") is not None and m_.get("test_distortion") is not None
-    }
-    if rd:
-        rate_distortion(os.path.join(out, "rate_distortion.png"), rd)
-
+def model_figures(out: str, fits: dict, dataset, sub: Batch, key: jax.Array) -> None:
+    """Figures of one model's own: class-conditional samples, codebook use."""
     for i, (name, r) in enumerate(fits.items()):
         if r.model.conditional:
             c = dataset.num_classes
@@ -290,11 +311,9 @@ def make_figures(cfg, fits: dict, results: dict, key: jax.Array, n: int = 12) ->
         if r.model.num_codes is not None:
             indices = r.model.encode(r.params, sub).indices
             codebook_usage(
-                os.path.join(out, f"{name}_codebook.png"),
-                name,
-                np.asarray(indices),
+                os.path.join(out, f"{name}_codebook.png"), name, np.asarray(indices),
                 r.model.num_codes,
-            )
+            )  # fmt: skip
 
 
 def interpolation_pairs(labels, n: int = 3, limit: int | None = None) -> list[tuple[int, int]]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from aevae_jax.cli.main import main
+from aevae_jax.evaluate import catalogue
 from aevae_jax.study.article import article_rows
 from aevae_jax.study.claims import check_claims
 from aevae_jax.study.figures import interpolation_pairs
@@ -93,6 +94,12 @@ def test_compare_writes_every_file_and_finite_metrics(comparison):
     for name, r in m["models"].items():
         for k in every:
             assert np.isfinite(r[k]), (name, k)
+    # Every number the evaluation and the comparison report is in the metric catalogue
+    # (the sparse AE's own code_report numbers and the run's bookkeeping aside).
+    bookkeeping = {"options", "likelihood", "train_seconds", "eval_seconds"}
+    for name, r in m["models"].items():
+        unknown = [k for k in r if catalogue.entry(k) is None and k not in bookkeeping]
+        assert all(name == "sparse_ae" and k.startswith("code_") for k in unknown), unknown
     density = {"vae", "dvae", "beta_vae", "iwae", "cvae", "vqvae", "vamp_vae", "two_layer_vae"}
     for name, r in m["models"].items():
         assert (r.get("test_nll_iwae") is not None) == (name in density), name

@@ -206,3 +206,18 @@ def test_expost_gaussian_recovers_the_code_distribution():
 def test_map_examples_pads_and_drops_the_remainder():
     out = split.map_examples(lambda x, i: x * 0 + i, (jnp.ones(7),), chunk=3)
     np.testing.assert_array_equal(out, np.arange(7))
+
+
+def test_every_metric_group_named_in_the_catalogue_exists_and_labels_resolve():
+    from aevae_jax.evaluate import catalogue
+    from aevae_jax.evaluate.groups import GROUPS
+
+    groups = {g.name for g in GROUPS} | {"study"}
+    assert {m.group for m in catalogue.CATALOGUE} <= groups
+    assert len(catalogue.BY_KEY) == len(catalogue.CATALOGUE)  # each key stated once
+    assert [c.header for c in catalogue.columns()][:2] == ["MSE", "PSNR dB"]
+    # Layer-j versions of latent metrics resolve to their layer-1 entry, others do not.
+    assert catalogue.entry("active_units_z2").layer == "z2"
+    assert "layer z2" in catalogue.label("posterior_std_mean_z2")
+    assert catalogue.entry("test_mse_z2") is None and catalogue.entry("no_such") is None
+    assert not catalogue.lower_is_better("probe_accuracy") and catalogue.lower_is_better("test_mse")

@@ -32,7 +32,7 @@ def jsonable(x: Any) -> Any:
 def write_text(path: str, text: str) -> None:
     """Write `text` to `path` whole or not at all: a temporary file beside it, then an
     atomic rename (a killed process leaves the old file, never half a new one)."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = path + ".tmp"  # a kill leaves this at most, and the next write replaces it
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)

@@ -27,6 +27,7 @@ from aevae_jax.data.spec import Dataset
 from aevae_jax.evaluate.split import SplitMap, map_examples
 from aevae_jax.nn.conv import Conv
 from aevae_jax.progress import progress_bar
+from aevae_jax.writing import write_json
 
 VERSION = 2  # bump when the network or its training changes, to retrain caches
 EPOCHS = 3
@@ -161,7 +162,6 @@ def load_or_train_classifier(ds: Dataset, progress: bool = False) -> Classifier 
     os.makedirs(directory, exist_ok=True)
     checkpointer.save(os.path.join(directory, "params"), clf.params, force=True)
     checkpointer.wait_until_finished()
-    with open(meta_path + ".tmp", "w") as f:  # meta.json last: it marks a complete cache
-        json.dump({"test_accuracy": clf.test_accuracy, "epochs": EPOCHS, "version": VERSION}, f)
-    os.replace(meta_path + ".tmp", meta_path)
+    meta = {"test_accuracy": clf.test_accuracy, "epochs": EPOCHS, "version": VERSION}
+    write_json(meta_path, meta, indent=None)  # meta.json last: it marks a complete cache
     return clf

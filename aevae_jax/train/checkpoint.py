@@ -32,6 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from aevae_jax.errors import UserError
+from aevae_jax.writing import write_json
 
 LATEST = "checkpoints"
 BEST = "best"
@@ -160,9 +161,7 @@ class RunCheckpoints:
         path = self._manifest(manager, epoch)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         files = _files(os.path.join(str(manager.directory), str(epoch)))
-        with open(path + ".tmp", "w") as f:
-            json.dump(files, f)
-        os.replace(path + ".tmp", path)
+        write_json(path, files, indent=None)
         keep = {self._manifest(manager, s) for s in manager.all_steps()}
         prefix = os.path.basename(path).split("-")[0] + "-"
         for name in os.listdir(os.path.dirname(path)):

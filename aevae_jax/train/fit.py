@@ -52,6 +52,7 @@ from aevae_jax.train.rundir import (
 )
 from aevae_jax.train.stages import init_state, plan_stages, total_epochs
 from aevae_jax.train.step import make_streams, stack_trees, tree_at
+from aevae_jax.writing import number
 
 
 @dataclasses.dataclass
@@ -284,8 +285,8 @@ def _train(loop: EpochLoop, state: tuple, progress: bool, named_out: str) -> Any
             select = row["selection"]
             bar.set_postfix(
                 stage=row["stage"],
-                objective=_fmt(row["train_objective"]),
-                **{select.removeprefix("test_"): _fmt(row[select])},
+                objective=number(row["train_objective"]),
+                **{select.removeprefix("test_"): number(row[select])},
             )
             if any_process(stop_requested()) and epoch + 1 < last:
                 loop.save_latest(epoch, params, opt_states, step)
@@ -293,10 +294,6 @@ def _train(loop: EpochLoop, state: tuple, progress: bool, named_out: str) -> Any
                     f"stopped after epoch {epoch + 1} (Ctrl-C); " + resume_hint(named_out)
                 )
     return params
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.2f}"
 
 
 def _start_runs(opened, checkpoints, model, plans, x, y, spec, steps_per_epoch):

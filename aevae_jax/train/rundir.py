@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import warnings
-from typing import Any
 
 import jax
 
 from aevae_jax.config import RunConfig, config_differences
 from aevae_jax.data.spec import DataSpec
 from aevae_jax.errors import UserError, require
+from aevae_jax.writing import json_text, write_text
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -129,27 +128,9 @@ def _flatten(d: dict, prefix: str = ""):
             yield f"{prefix}{k}", v
 
 
-def _strict(value: Any) -> Any:
-    """`value` with non-finite floats as None (JSON has no NaN or infinity)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict(v) for v in value]
-    return value
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_log(path: str, rows: list[dict]) -> None:
     """metrics.jsonl: one strict-JSON line per epoch."""
-    _write_atomic(path, "".join(json.dumps(_strict(r), allow_nan=False) + "\n" for r in rows))
+    write_text(path, "".join(json_text(r, indent=None) + "\n" for r in rows))
 
 
 def read_log(path: str, up_to_epoch: int | None = None) -> list[dict]:
@@ -181,7 +162,7 @@ def write_config(out: str, cfg: RunConfig, spec: DataSpec, steps_per_epoch: int)
         "data_spec": spec.to_dict(),
         "steps_per_epoch": steps_per_epoch,
     }
-    _write_atomic(os.path.join(out, CONFIG_FILE), json.dumps(saved, indent=2))
+    write_text(os.path.join(out, CONFIG_FILE), json_text(saved))
 
 
 def read_config(run_dir: str) -> tuple[RunConfig, DataSpec, int]:

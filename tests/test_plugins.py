@@ -82,7 +82,8 @@ def test_guide_model_from_a_file_trains_evaluates_samples_and_compares(
     for name in [m for m in sys.modules if m.startswith("aevae_user_models_")]:
         del sys.modules[name]
     out_json = tmp_path / "eval.json"
-    assert main(["evaluate", "--run", str(run), "--no-fd", "--json", str(out_json)]) == 0
+    args = ["evaluate", "--run", str(run), "--no-fd", "--iwae-k", "10", "--json", str(out_json)]
+    assert main(args) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["model"] == "my_hvae" and "latent_prior_fd" in metrics
     # Its own prior and both layers: a rate from its hierarchy, active units per layer,

@@ -2,6 +2,9 @@
 mock data, .npz input and its errors, the fast offline failure, and preprocessing."""
 
 import dataclasses
+import subprocess
+import sys
+import textwrap
 import time
 
 import jax
@@ -436,3 +439,38 @@ def test_static_binarization_is_fixed_per_example_index():
     # Test examples get a draw of their own.
     t = preprocess(x, "static", None, idx, split=1)
     assert not np.array_equal(t, a)
+
+
+# ------------------------------------------------------------- one preparer at a time
+
+
+def test_a_second_process_waits_for_the_first_to_finish_preparing(tmp_path):
+    # The parent holds the lock while it "prepares" (writes a marker after a pause); the
+    # child enters only after the parent has left, so it finds the marker.
+    marker = tmp_path / "prepared"
+    child = textwrap.dedent(f"""
+        import os
+        from aevae_jax.data.sources import _one_preparer
+        print("waiting", flush=True)
+        with _one_preparer("fashion_mnist", {str(tmp_path)!r}):
+            print("found" if os.path.exists({str(marker)!r}) else "missing", flush=True)
+    """)
+    with sources._one_preparer("fashion_mnist", str(tmp_path)):
+        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "waiting\n"  # it has started, and must now wait
+        time.sleep(0.5)
+        marker.write_text("done")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == "found\n"
+    assert (tmp_path / ".fashion_mnist.lock").is_file()
+
+
+def test_a_data_set_prepared_while_waiting_is_not_prepared_again(monkeypatch, tmp_path):
+    ready = iter([None, "prepared by the other process"])
+    monkeypatch.setattr(sources, "_ready_builder", lambda tfds, name, data_dir: next(ready))
+
+    def prepare(tfds, name, data_dir):
+        raise AssertionError("prepared twice")
+
+    monkeypatch.setattr(sources, "_prepare", prepare)
+    assert sources._prepared_builder("mnist", str(tmp_path)) == "prepared by the other process"

@@ -25,6 +25,7 @@ without loading its images, so that a run's configuration can be checked first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -111,8 +112,22 @@ def _tfds():
 
 
 def _prepared_builder(name: str, data_dir: str | None):
-    """A prepared tfds builder for `name`, preparing it if that can be done; else UserError."""
+    """A prepared tfds builder for `name`, preparing it if that can be done; else UserError.
+    One process at a time prepares (two pytest workers or two runs on a fresh machine
+    would otherwise both write tfds' folder, and the second rename fails)."""
     tfds = _tfds()
+    ready = _ready_builder(tfds, name, data_dir)
+    if ready is not None:
+        return ready
+    with _one_preparer(name, data_dir):
+        # Another process may have prepared it while this one waited.
+        ready = _ready_builder(tfds, name, data_dir)
+        return ready if ready is not None else _prepare(tfds, name, data_dir)
+
+
+def _ready_builder(tfds, name: str, data_dir: str | None):
+    """The builder of `name` if it is prepared (for Fashion-MNIST, tfds' own or the
+    offline one from the IDX files), else None."""
     builder = tfds.builder(name, data_dir=data_dir)
     if builder.is_prepared():
         return builder
@@ -122,11 +137,42 @@ def _prepared_builder(name: str, data_dir: str | None):
         offline = fashion_mnist_idx.FashionMnistIdx(data_dir=data_dir)
         if offline.is_prepared():
             return offline
+    return None
+
+
+@contextlib.contextmanager
+def _one_preparer(name: str, data_dir: str | None):
+    """Hold an exclusive lock on `<data dir>/.<name>.lock` (POSIX `flock`; released when
+    the process ends, however it ends)."""
+    root = os.path.expanduser(
+        data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.join("~", "tensorflow_datasets")
+    )
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, f".{name}.lock"), "a") as f:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _prepare(tfds, name: str, data_dir: str | None):
+    """Prepare `name`: Fashion-MNIST from the local IDX files, else by tfds' download."""
+    if name == "fashion_mnist":
+        from aevae_jax.data import fashion_mnist_idx
+
         if fashion_mnist_idx.idx_files_present():
+            offline = fashion_mnist_idx.FashionMnistIdx(data_dir=data_dir)
             config = tfds.download.DownloadConfig(manual_dir=fashion_mnist_idx.idx_dir())
             offline.download_and_prepare(download_config=config)
             return offline
     if network_available():
+        builder = tfds.builder(name, data_dir=data_dir)
         builder.download_and_prepare()
         return builder
     remedy = (

@@ -140,13 +140,16 @@ def _ready_builder(tfds, name: str, data_dir: str | None):
     return None
 
 
+def _tfds_root(data_dir: str | None) -> str:
+    """The folder tfds prepares data sets in (unexpanded, as a user would write it)."""
+    return data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+
+
 @contextlib.contextmanager
 def _one_preparer(name: str, data_dir: str | None):
     """Hold an exclusive lock on `<data dir>/.<name>.lock` (POSIX `flock`; released when
     the process ends, however it ends)."""
-    root = os.path.expanduser(
-        data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.join("~", "tensorflow_datasets")
-    )
+    root = os.path.expanduser(_tfds_root(data_dir))
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, f".{name}.lock"), "a") as f:
         try:
@@ -181,9 +184,8 @@ def _prepare(tfds, name: str, data_dir: str | None):
         if name == "fashion_mnist"
         else ""
     )
-    where = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
     raise UserError(
-        f"dataset {name!r} is not prepared in {where} and "
+        f"dataset {name!r} is not prepared in {_tfds_root(data_dir)} and "
         f"cannot be downloaded (no network). Remedy: {remedy}run `tfds build {name}` on a "
         "machine with network and copy its ~/tensorflow_datasets folder here (or pass "
         "--data-dir), or pass your own data as an .npz file."

@@ -2,6 +2,7 @@
 mock data, .npz input and its errors, the fast offline failure, and preprocessing."""
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from aevae_jax.data import npz, sources
+from aevae_jax.data import decoded, npz, sources
 from aevae_jax.data.fashion_mnist_idx import FashionMnistIdx
 from aevae_jax.data.preprocess import bernoulli_threshold, preprocess
 from aevae_jax.data.sources import (
@@ -474,3 +475,75 @@ def test_a_data_set_prepared_while_waiting_is_not_prepared_again(monkeypatch, tm
 
     monkeypatch.setattr(sources, "_prepare", prepare)
     assert sources._prepared_builder("mnist", str(tmp_path)) == "prepared by the other process"
+
+
+# ------------------------------------------------------------------ decoded copies
+
+
+def _tfds_folder(tmp_path):
+    folder = tmp_path / "tfds" / "toy" / "1.0.0"
+    folder.mkdir(parents=True)
+    (folder / "toy-train.tfrecord").write_bytes(b"records")
+    (folder / "dataset_info.json").write_text("{}")
+    return folder
+
+
+def test_a_decoded_copy_returns_the_arrays_it_was_written_with(tmp_path):
+    folder, root = _tfds_folder(tmp_path), str(tmp_path / "tfds")
+    rng = np.random.default_rng(0)
+    ds = Dataset("toy", rng.integers(0, 256, (5, 3, 3, 1), dtype=np.uint8),
+                 rng.integers(0, 256, (2, 3, 3, 1), dtype=np.uint8),
+                 np.array([0, 1, 2, 0, 1], np.int32), np.array([2, 0], np.int32),
+                 ("a", "b/c", "dé"))  # fmt: skip
+    assert decoded.read(root, "toy") is None
+    assert decoded.write(root, "toy", ds, str(folder))
+    back = decoded.read(root, "toy")
+    for k in ("x_train", "x_test", "y_train", "y_test"):
+        a, b = getattr(ds, k), getattr(back, k)
+        assert a.dtype == b.dtype and np.array_equal(a, b), k
+    assert back.class_names == ds.class_names and back.name == "toy"
+    unlabelled = Dataset("toy", ds.x_train, ds.x_test)
+    assert decoded.write(root, "toy", unlabelled, str(folder))
+    back = decoded.read(root, "toy")
+    assert back.y_train is None and back.y_test is None and back.class_names is None
+    assert not list((tmp_path / "tfds" / decoded.FOLDER).glob("*.partial"))
+
+
+def test_a_decoded_copy_is_ignored_once_its_tfds_folder_changes_or_it_is_damaged(tmp_path):
+    folder, root = _tfds_folder(tmp_path), str(tmp_path / "tfds")
+    ds = Dataset("toy", np.zeros((2, 2, 2, 1), np.uint8), np.ones((1, 2, 2, 1), np.uint8))
+    decoded.write(root, "toy", ds, str(folder))
+    (folder / "toy-train.tfrecord").write_bytes(b"other records")  # rebuilt
+    assert decoded.read(root, "toy") is None
+    decoded.write(root, "toy", ds, str(folder))
+    (folder / "extra.json").write_text("{}")  # a file more
+    assert decoded.read(root, "toy") is None
+    decoded.write(root, "toy", ds, str(folder))
+    path = decoded.copy_path(root, "toy")
+    with open(path, "r+b") as f:
+        f.truncate(100)  # damaged
+    assert decoded.read(root, "toy") is None
+    decoded.write(root, "toy", ds, str(folder))
+    shutil.rmtree(folder)  # gone
+    assert decoded.read(root, "toy") is None
+
+
+def test_a_folder_that_cannot_be_written_only_costs_the_copy(tmp_path):
+    ds = Dataset("toy", np.zeros((2, 2, 2, 1), np.uint8), np.ones((1, 2, 2, 1), np.uint8))
+    blocked = tmp_path / "tfds"
+    blocked.write_text("a file where the folder would be")
+    assert not decoded.write(str(blocked), "toy", ds, str(tmp_path))
+
+
+def test_fashion_mnist_loads_from_its_decoded_copy_as_tfds_gives_it(fashion_mnist, monkeypatch):
+    # The session's load wrote (or read) the copy; through tfds again, the same arrays.
+    import os
+
+    root = os.path.expanduser(sources._tfds_root(None))
+    assert decoded.read(root, "fashion_mnist") is not None
+    monkeypatch.setattr(decoded, "read", lambda root, name: None)
+    fresh = load_dataset("fashion_mnist")
+    for k in ("x_train", "x_test", "y_train", "y_test"):
+        a, b = getattr(fashion_mnist, k), getattr(fresh, k)
+        assert a.dtype == b.dtype and np.array_equal(a, b), k
+    assert fresh.class_names == fashion_mnist.class_names

@@ -3,7 +3,8 @@
 `load_dataset` returns a `Dataset` of NumPy arrays (images uint8 [N, H, W, C], or
 float32 in [0, 1] for a user's .npz of floats; labels int32 [N]). Sources:
 - tfds names (`TFDS_NAMES`). Fashion-MNIST is prepared offline from Debian's IDX
-  files when tfds' own copy is not prepared (see fashion_mnist_idx.py).
+  files when tfds' own copy is not prepared (see fashion_mnist_idx.py). After the first
+  load, the splits are read from a decoded copy beside tfds' folder (decoded.py).
 - `sklearn_photos`: real colour images that work offline, 32 x 32 patches of the two
   photographs in scikit-learn's wheel (`load_sklearn_photos`);
 - a path to an `.npz` with `x_train`, `x_test` and optional `y_train`, `y_test`
@@ -31,6 +32,7 @@ import socket
 
 import numpy as np
 
+from aevae_jax.data import decoded
 from aevae_jax.data.npz import load_npz, npz_array, npz_header, npz_members, open_npz
 from aevae_jax.data.spec import Dataset, DataShape
 from aevae_jax.data.validate import check_headers, validate_labels
@@ -193,6 +195,11 @@ def _prepare(tfds, name: str, data_dir: str | None):
 
 
 def _load_tfds(name: str, data_dir: str | None) -> Dataset:
+    """Through tfds the first time; after that from the decoded copy (see decoded.py)."""
+    root = os.path.expanduser(_tfds_root(data_dir))
+    copy = decoded.read(root, name)
+    if copy is not None:
+        return copy
     tfds = _tfds()
     builder = _prepared_builder(name, data_dir)
     splits = {}
@@ -208,7 +215,7 @@ def _load_tfds(name: str, data_dir: str | None) -> Dataset:
     features = builder.info.features
     label_feature = features["label"] if "label" in features.keys() else None
     class_names = tuple(label_feature.names) if label_feature is not None else None
-    return Dataset(
+    dataset = Dataset(
         name=name,
         x_train=splits["train"][0],
         x_test=splits["test"][0],
@@ -216,6 +223,8 @@ def _load_tfds(name: str, data_dir: str | None) -> Dataset:
         y_test=splits["test"][1],
         class_names=class_names,
     )
+    decoded.write(root, name, dataset, builder.data_dir)
+    return dataset
 
 
 PHOTO_PATCH, PHOTO_STRIDE, PHOTO_TEST_COLUMNS = 32, 16, 128

@@ -31,10 +31,11 @@ def interleaved_step_times(
 ) -> dict[str, dict]:
     """{name: {"step_ms": median over rounds, "rounds_ms": [per-round ms per step]}}.
 
-    Each model's main-stage epoch function (gather, binarize, update inside one
-    `lax.scan`, with the run's own optimiser) runs `steps` steps per round (fewer when
-    the training split holds fewer batches) on the first training images, after a
-    compile-and-warm-up call; the order of models rotates each round.
+    Each model's main-stage epoch function as training compiles it (gather,
+    binarize, update and the non-finite guard inside one `lax.scan`, with the run's
+    own optimiser) runs `steps` steps per round (fewer when the training split holds
+    fewer batches) on the first training images, after a compile-and-warm-up call;
+    the order of models rotates each round.
     """
     bar = progress_bar(
         total=len(runs) * (rounds + 1), desc="step times", unit="run", enabled=progress
@@ -46,7 +47,10 @@ def interleaved_step_times(
         x, y = jnp.asarray(x_train[:n]), None if y_train is None else jnp.asarray(y_train[:n])
         # The run's own optimiser, keys and initial state.
         plan, keys, state = main_stage_start(model, cfg, steps_per_epoch, x, y)
-        epoch = make_train_epoch(plan.loss, plan.tx, cfg.data.binarize, cfg.batch_size, n)
+        epoch = make_train_epoch(
+            plan.loss, plan.tx, cfg.data.binarize, cfg.batch_size, n,
+            nonfinite_patience=cfg.nonfinite_patience,
+        )  # fmt: skip
         state, _ = epoch(state, keys, x, y, 0)  # compile and warm up
         prepared[name] = {"state": jax.block_until_ready(state), "epoch": 0}
 

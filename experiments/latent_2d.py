@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import scaffold as X
 
+from aevae_jax.evaluate import catalogue
 from aevae_jax.evaluate import metrics as M
 
 MODELS = ("ae", "vae")
@@ -37,7 +38,7 @@ def measure(result, data: X.Data, train_x, test_x) -> dict:
     log_var = None if enc_test.log_var is None else np.asarray(enc_test.log_var)
     sse = X.scores(result, test_x, None)["recon_sse"]
     return {
-        "test_sse": float(sse.mean()),
+        "test_mse": float(sse.mean()),
         "knn_accuracy": M.knn_accuracy(z_train, ds.y_train, z_test, ds.y_test, k=5),
         "probe_accuracy": M.linear_probe_accuracy(
             z_train, ds.y_train, z_test, ds.y_test, ds.num_classes
@@ -100,21 +101,18 @@ def main(argv=None) -> dict:
         runs = X.trained(s, data, X.run_config(s, data, name, latent_dim=2))
         per_seed[name] = [measure(r, data, train_x, test_x) for r in runs]
         firsts[name], codes[name] = runs[0], per_seed[name][0]["codes"]
-    keys = [
-        ("test_sse", "test squared error / image", 2, 1.0),
-        ("knn_accuracy", "kNN accuracy (%)", 1, 100.0),
-        ("probe_accuracy", "linear probe (%)", 1, 100.0),
-        ("latent_prior_fd", "FD of codes to N(0, I)", 3, 1.0),
-    ]
-    rows = [[label] + [X.pm([m[k] for m in per_seed[n]], d, sc) for n in MODELS]
-            for k, label, d, sc in keys]  # fmt: skip
+    # (metric, digits, scale): labels and directions come from the metric catalogue.
+    keys = [("test_mse", 2, 1.0), ("knn_accuracy", 1, 100.0), ("probe_accuracy", 1, 100.0),
+            ("latent_prior_fd", 3, 1.0)]  # fmt: skip
+    labels = {k: catalogue.label(k) + (" (%)" if sc == 100 else "") for k, _, sc in keys}
+    rows = [[labels[k]] + [X.pm([m[k] for m in per_seed[n]], d, sc) for n in MODELS]
+            for k, d, sc in keys]  # fmt: skip
     res.table("2-D codes, test split", ["metric", "AE", "VAE"], rows)
-    higher = {"test_sse": False, "knn_accuracy": True, "probe_accuracy": True,
-              "latent_prior_fd": False}  # fmt: skip
-    for k, label, d, sc in keys:
+    for k, d, sc in keys:
         a = [m[k] for m in per_seed["ae"]]
         b = [m[k] for m in per_seed["vae"]]
-        res.verdict(X.verdict(label, "the AE", a, "the VAE", b, higher[k], d, sc))
+        higher = not catalogue.lower_is_better(k)
+        res.verdict(X.verdict(labels[k], "the AE", a, "the VAE", b, higher, d, sc))
     figure(res.path("latent_2d.png"), firsts, codes, ds.y_test, ds.class_names)
     res.figure("latent_2d.png", "2-D codes of the test split by class, and the decoded plane")
     res.data["per_seed"] = {

@@ -1,6 +1,7 @@
-"""The main job end to end on a small real subset: `aevae zoo` over every registered
-model (which runs `aevae compare` and summarises it), the report's verdicts against the
-numbers, and the commands that read a run."""
+"""The main job end to end on a small real subset: `aevae zoo` over a covering subset of
+the registered models (which runs `aevae compare` and summarises it), the report's
+verdicts against the numbers, and the commands that read a run. (Every registered model's
+evaluation, and that it produces the metric of each of its claims: test_variants.py.)"""
 
 import json
 import os
@@ -17,11 +18,15 @@ from aevae_jax.study.report import ELBO_GAP_SES, elbo_gap_ses
 from aevae_jax.study.zoo import zoo_models
 
 ROWS = ["Objective", "Latent space", "Loss", "Sampling", "Generative ability", "Applications"]
-MODELS = list(zoo_models()[0])
+# One model of each kind the report treats apart: the article's pair (ae, vae), a code
+# report of its own (sparse_ae), options in the config (beta_vae), priors of their own and
+# two stochastic layers (vamp_vae, two_layer_vae), labels (cvae), a discrete code with a
+# prior stage (vqvae). The zoo's order is kept.
+MODELS = list(zoo_models(["ae", "sparse_ae", "vae", "beta_vae", "vamp_vae", "two_layer_vae",
+                          "cvae", "vqvae"])[0])  # fmt: skip
 COMPARE_ARGS = (
     "--epochs 1 --hidden 64 --latent-dim 8 --batch-size 128 --iwae-k 10 --quiet --timing-rounds 2 "
-    "--prior-epochs 1 --num-codes 32 --prior-hidden 64 --disc-hidden 32 --token-dim 16 --depth 1 "
-    "--heads 2 --pseudo-inputs 16 --top-hidden 16"
+    "--prior-epochs 1 --num-codes 32 --prior-hidden 64 --pseudo-inputs 16 --top-hidden 16"
 )
 FIGURES = [
     "overview.png",
@@ -53,7 +58,7 @@ def comparison(small_data, tmp_path_factory):
     saved = os.environ.get("AEVAE_CACHE")
     os.environ["AEVAE_CACHE"] = str(base / "classifiers")  # a fresh classifier
     try:
-        args = ["zoo", "--dataset", str(data)]
+        args = ["zoo", "--dataset", str(data), "--models", ",".join(MODELS)]
         code = main([*args, "--out", str(out), *COMPARE_ARGS.split()])
     finally:
         if saved is None:
@@ -65,7 +70,7 @@ def comparison(small_data, tmp_path_factory):
 
 
 def test_zoo_has_every_model_in_its_table_with_n_a_where_a_metric_does_not_apply(comparison):
-    assert len(MODELS) >= 11 and MODELS[:2] == ["ae", "dae"]
+    assert MODELS[:2] == ["ae", "sparse_ae"]
     zoo = json.loads((comparison / "zoo.json").read_text())
     assert list(zoo["rows"]) == MODELS and zoo["wall_seconds"] > 0
     assert zoo["rows"]["ae"]["test_nll_iwae"] == "n/a" and zoo["rows"]["ae"]["test_kl"] == "n/a"
@@ -79,7 +84,7 @@ def test_zoo_has_every_model_in_its_table_with_n_a_where_a_metric_does_not_apply
         assert any(line.startswith(f"| {name} |") for line in text.splitlines()), name
     assert "n/a" in text and "(overview.png)" in text and zoo["command"] in text
     claims = {c["model"] for c in zoo["claims"]}
-    assert {"dae", "dvae", "sparse_ae", "mae"} <= claims
+    assert claims == {"sparse_ae", "beta_vae", "vamp_vae", "two_layer_vae", "cvae", "vqvae"}
 
 
 def test_compare_writes_every_file_and_finite_metrics(comparison):
@@ -111,11 +116,11 @@ def test_compare_writes_every_file_and_finite_metrics(comparison):
     for name, r in m["models"].items():
         unknown = [k for k in r if catalogue.entry(k) is None and k not in bookkeeping]
         assert all(name == "sparse_ae" and k.startswith("code_") for k in unknown), unknown
-    density = {"vae", "dvae", "beta_vae", "iwae", "cvae", "vqvae", "vamp_vae", "two_layer_vae"}
+    density = {"vae", "beta_vae", "cvae", "vqvae", "vamp_vae", "two_layer_vae"}
     for name, r in m["models"].items():
         assert (r.get("test_nll_iwae") is not None) == (name in density), name
         assert ("test_bpd" in r) == (name in density), name  # binarized data: a mass function
-        assert ("expost_sample_fd" in r) == (name in {"ae", "dae", "sparse_ae", "mae"}), name
+        assert ("expost_sample_fd" in r) == (name in {"ae", "sparse_ae"}), name
         assert ("latent_prior_fd" in r) == (name != "vqvae"), name
         assert ("code_sparsity" in r) == (name != "vqvae"), name
     assert "code_mean_activation" in m["models"]["sparse_ae"]
@@ -132,15 +137,10 @@ def test_compare_writes_every_file_and_finite_metrics(comparison):
     assert m["models"]["beta_vae"]["options"]["beta"] == 4.0
     assert m["models"]["ae"]["likelihood"] == "mse" and vae["likelihood"] == "bernoulli"
     assert {c["model"] for c in m["claims"]} == {
-        "dae",
         "sparse_ae",
-        "mae",
-        "dvae",
         "beta_vae",
-        "iwae",
         "cvae",
         "vqvae",
-        "aae",
         "vamp_vae",
         "two_layer_vae",
     }
@@ -315,7 +315,7 @@ def test_evaluate_and_sample_read_a_run(comparison, tmp_path, capsys, monkeypatc
         raise AssertionError("sample from the prior loaded a data set")
 
     monkeypatch.setattr(aevae_jax.train.runs, "load_dataset", no_data)
-    for name in ("vqvae", "cvae", "aae"):
+    for name in ("vqvae", "cvae", "vamp_vae"):
         target = tmp_path / f"{name}.png"
         assert (
             main(["sample", "--run", str(comparison / name), "--n", "20", "--out", str(target)])

@@ -212,7 +212,7 @@ def test_every_metric_group_named_in_the_catalogue_exists_and_labels_resolve():
     from aevae_jax.evaluate import catalogue
     from aevae_jax.evaluate.groups import GROUPS
 
-    groups = {g.name for g in GROUPS} | {"study"}
+    groups = {g.name for g in GROUPS} | {"study", "experiment"}
     assert {m.group for m in catalogue.CATALOGUE} <= groups
     assert len(catalogue.BY_KEY) == len(catalogue.CATALOGUE)  # each key stated once
     assert [c.header for c in catalogue.columns()][:2] == ["MSE", "PSNR dB"]

@@ -12,6 +12,7 @@ import scaffold as X
 from aevae_jax import Batch
 from aevae_jax.data.sources import load_dataset
 from aevae_jax.errors import UserError
+from aevae_jax.evaluate import catalogue
 from tests.helpers import load_script
 
 
@@ -92,10 +93,11 @@ def test_latent_2d_quick_end_to_end(small_npz, tmp_path):
         assert len(rows) == 3
         for r in rows:
             assert 0 <= r["knn_accuracy"] <= 1 and 0 <= r["probe_accuracy"] <= 1
-            assert np.isfinite(r["test_sse"]) and r["latent_prior_fd"] >= 0
+            assert np.isfinite(r["test_mse"]) and r["latent_prior_fd"] >= 0
+            assert all(catalogue.entry(k) is not None for k in r), r.keys()  # one catalogue
     assert len(record["verdicts"]) == 4
     text = (out / "latent_2d.md").read_text()
-    assert "| kNN accuracy (%) |" in text and "![" in text
+    assert "| kNN (k = 5) accuracy of the codes (%) |" in text and "![" in text
     assert (out / "latent_2d.png").stat().st_size > 10_000
     # both models are in the cache, named by model and latent size, each with its seeds
     cached = sorted(d for d in os.listdir(tmp_path / "cache") if d not in ("data", "jax"))

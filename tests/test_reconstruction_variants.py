@@ -11,7 +11,7 @@ from helpers import bernoulli_nll_by_hand, build
 from aevae_jax.data.spec import DataSpec
 from aevae_jax.errors import UserError
 from aevae_jax.evaluate.metrics import hoyer_sparsity
-from aevae_jax.evaluate.scores import EVAL_MASK_RATIO, inpainting_mask
+from aevae_jax.evaluate.scores import EVAL_MASK_RATIO, inpainting_mask, inpainting_text
 from aevae_jax.models import Batch, resolve
 from aevae_jax.models.dae import NOISE_STREAM
 from aevae_jax.models.mae import MASK_STREAM, hidden_patch_loss, patchify
@@ -205,6 +205,13 @@ def test_inpainting_mask_of_the_evaluator():
     assert m.shape == (28, 28, 1)
     assert (1 - m).sum() == round(EVAL_MASK_RATIO * 49) * 16
     assert inpainting_mask(jax.random.key(0), (30, 30, 1)) is None
+    # The reports' words count the hidden patches as the mask does (half to even).
+    for shape in ((28, 28, 1), (32, 32, 3)):
+        hidden = (1 - np.asarray(inpainting_mask(jax.random.key(1), shape))).sum() / 16
+        assert inpainting_text(shape).startswith(f"{hidden:.0f} of the ")
+    assert inpainting_text((28, 28, 1)) == "24 of the 49 4x4 patches"
+    assert inpainting_text((32, 32, 3)) == "32 of the 64 4x4 patches"
+    assert inpainting_text(None) == "round(0.5 n) of the n 4x4 patches"
 
 
 def test_corruption_tests_of_the_evaluator_draw_per_image_whatever_the_split_size():

@@ -15,7 +15,7 @@ from aevae_jax.config import ModelConfig, OptimConfig
 from aevae_jax.data.spec import Dataset
 from aevae_jax.evaluate.evaluation import evaluate_model
 from aevae_jax.evaluate.scores import iwae_log_likelihood
-from aevae_jax.models import Batch, make_model, model_names
+from aevae_jax.models import Batch, make_model, model_info, model_names
 from aevae_jax.models.aae import discriminator_losses, generator_losses
 from aevae_jax.models.beta_vae import BetaVAEOptions, beta_at
 from aevae_jax.models.vqvae import MADE, ema_pull, made_log_prob, quantize, straight_through
@@ -48,6 +48,18 @@ class _RunCfg:  # what plan_stages reads of a RunConfig
 TINY_OPTIONS = {"mae": {"patch_size": 2}}
 
 
+class PixelClassifier:
+    """A stand-in for the FD classifier on 4x4 images (the evaluation's interface): the
+    pixels are the features, and the class is the number of lit pixels modulo 3."""
+
+    def features(self, x, progress=False):
+        return np.asarray(x, np.float64).reshape(len(x), -1)
+
+    def features_and_predictions(self, x, progress=False):
+        f = self.features(x)
+        return f, np.round(f.sum(1) * 255).astype(int) % 3
+
+
 @pytest.mark.parametrize("name", model_names())
 def test_a_train_step_changes_the_weights_and_evaluation_does_not(name):
     model, params, batch = build(name, **TINY_OPTIONS.get(name, {}))
@@ -75,9 +87,17 @@ def test_a_train_step_changes_the_weights_and_evaluation_does_not(name):
     y = np.arange(40, dtype=np.int32) % 3
     ds = Dataset("tiny", x_u8[:24], x_u8[24:], y[:24], y[24:], ("a", "b", "c"))
     snapshot = jax.tree.map(np.array, new)
-    ev = evaluate_model(model, new, ds, "dynamic", jax.random.key(4), iwae_k=3, chunk=8)
+    ev = evaluate_model(model, new, ds, "dynamic", jax.random.key(4), iwae_k=3,
+                        classifier=PixelClassifier(), chunk=8)  # fmt: skip
     assert leaves_equal(snapshot, new)
     assert np.isfinite(ev.metrics["test_mse"]) and 0 <= ev.metrics["probe_accuracy"] <= 1
+    assert np.isfinite(ev.metrics["prior_sample_fd"])
+    # The report can check each of the model's claims: its evaluation produces the metric,
+    # and the model it is compared with is registered (the zoo test trains a subset).
+    for claim in model_info(name).claims:
+        assert np.isfinite(ev.metrics[claim.metric]), (name, claim.metric)
+        if isinstance(claim.than, str) and claim.than != "chance":
+            assert claim.than in model_names(), (name, claim.than)
 
 
 # ----------------------------------------------------------------- beta-VAE

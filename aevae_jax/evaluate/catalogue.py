@@ -24,6 +24,7 @@ class Metric(NamedTuple):
     better: "lower", "higher", or None for descriptive numbers; per_image: its key in
     `Evaluation.per_image` (None: a split-level number); group: the metric group that
     computes it (groups.py), or "study" for numbers of the comparison (timing, size);
+    "experiment" for numbers only experiments/ compute;
     digits: decimals shown; header: its column in the all-models table (None: none);
     compared: differences between models get an interval and a verdict; layer: which
     code it reads ("z1": the decoder's, the bottom layer), None for non-latent metrics.
@@ -103,6 +104,9 @@ CATALOGUE: tuple[Metric, ...] = (
     _M("expost_sample_fd_se", "bootstrap s.e. of expost_sample_fd", "FD", None, None,
        "samples"),
     _M("conditional_sample_n", "class-conditional samples", "images", None, None, "samples", 0),
+    # Numbers that experiments/ compute with the library's metric functions.
+    _M("knn_accuracy", "kNN (k = 5) accuracy of the codes", "fraction", "higher", None,
+       "experiment", 3, layer="z1"),
 )  # fmt: skip
 
 BY_KEY = {m.key: m for m in CATALOGUE}

@@ -109,6 +109,16 @@ EVAL_NOISE = ("salt_and_pepper", 0.2)
 EVAL_PATCH, EVAL_MASK_RATIO = 4, 0.5
 
 
+def inpainting_text(image_shape=None) -> str:
+    """How many patches the inpainting test hides, in words: "24 of the 49 4x4 patches"
+    for `image_shape` [H, W, C] (the rule alone without one)."""
+    grid = None if image_shape is None else patch_grid(tuple(image_shape), EVAL_PATCH)
+    if grid is None:
+        return f"round({EVAL_MASK_RATIO} n) of the n {EVAL_PATCH}x{EVAL_PATCH} patches"
+    n = grid[0] * grid[1]
+    return f"{round(EVAL_MASK_RATIO * n)} of the {n} {EVAL_PATCH}x{EVAL_PATCH} patches"
+
+
 def inpainting_mask(key: jax.Array, image_shape: tuple[int, ...]) -> jax.Array | None:
     """One test image's pixel visibility [H, W, 1] for the inpainting test (None where
     EVAL_PATCH does not divide the image)."""

@@ -230,6 +230,7 @@ def comparison_config(cfg: RunConfig, models, pair, first: dict, seeds, iwae_k: 
         "binarize": cfg.data.binarize,
         "train_size": len(dataset.x_train),
         "test_size": len(dataset.x_test),
+        "image_shape": list(dataset.x_test.shape[1:]),
         "num_classes": dataset.num_classes,
         "seed": cfg.seed if seeds is None else seeds[0],
         "seeds": None if seeds is None else list(seeds),

@@ -22,6 +22,7 @@ import time
 from aevae_jax.config import RunConfig
 from aevae_jax.errors import require
 from aevae_jax.evaluate import catalogue
+from aevae_jax.evaluate.scores import EVAL_NOISE, inpainting_text
 from aevae_jax.models import model_info, model_names
 from aevae_jax.study.compare import run_compare
 from aevae_jax.study.report import claims_section, models_table, seeds_text
@@ -79,9 +80,10 @@ def zoo_markdown(zoo: dict, metrics: dict) -> str:
     lines += [
         "",
         "Columns: MSE summed over pixels per image and PSNR, through the code; denoise MSE "
-        "from inputs with 20% salt-and-pepper pixels; inpaint MSE summed over the hidden "
-        "pixels when round(0.5 n) of the n 4x4 patches are hidden (24 of 49 on 28x28 images; "
-        "the masked AE is told which); -ELBO "
+        f"from inputs with {EVAL_NOISE[1]:.0%} {EVAL_NOISE[0].replace('_', '-')} pixels; "
+        "inpaint MSE summed over the hidden pixels when "
+        f"{inpainting_text(cfg.get('image_shape'))} are hidden (the masked AE is told which); "
+        "-ELBO "
         "(K = 1) and NLL (IWAE) in nats per image, also in bits per dimension where the "
         "likelihood is a probability mass function of the data; KL is the rate; active "
         "units have Cov_x E[z|x] > 0.01; probe: a linear classifier on the codes; FD: the "

@@ -83,6 +83,7 @@ def test_zoo_has_every_model_in_its_table_with_n_a_where_a_metric_does_not_apply
     for name in MODELS:
         assert any(line.startswith(f"| {name} |") for line in text.splitlines()), name
     assert "n/a" in text and "(overview.png)" in text and zoo["command"] in text
+    assert "## Samples, by sampler" in text and "| ae | ex-post Gaussian |" in text
     claims = {c["model"] for c in zoo["claims"]}
     assert claims == {"sparse_ae", "beta_vae", "vamp_vae", "two_layer_vae", "cvae", "vqvae"}
 
@@ -120,7 +121,10 @@ def test_compare_writes_every_file_and_finite_metrics(comparison):
     for name, r in m["models"].items():
         assert (r.get("test_nll_iwae") is not None) == (name in density), name
         assert ("test_bpd" in r) == (name in density), name  # binarized data: a mass function
-        assert ("expost_sample_fd" in r) == (name in {"ae", "sparse_ae"}), name
+        # The default ex-post sampler, for continuous codes (others: --samplers, below).
+        assert ("expost_sample_fd" in r) == (name != "vqvae"), name
+        assert 0 <= r.get("expost_sample_recall", 0) <= 1, name
+        assert "gmm_sample_fd" not in r, name
         assert ("latent_prior_fd" in r) == (name != "vqvae"), name
         assert ("code_sparsity" in r) == (name != "vqvae"), name
     assert "code_mean_activation" in m["models"]["sparse_ae"]
@@ -295,13 +299,15 @@ def test_evaluate_and_sample_read_a_run(comparison, tmp_path, capsys, monkeypatc
     # The zoo's classifier, which it trained on this data (the same fingerprint): read back.
     monkeypatch.setenv("AEVAE_CACHE", str(comparison.parent / "classifiers"))
     out_json = tmp_path / "eval.json"
-    code = main(
-        ["evaluate", "--run", str(comparison / "vae"), "--iwae-k", "10", "--json", str(out_json)]
-    )
-    assert code == 0
+    args = ["evaluate", "--run", str(comparison / "vae"), "--iwae-k", "10", "--json", str(out_json)]
+    assert main([*args, "--samplers", "expost,gmm", "--gmm-components", "3"]) == 0
     m = json.loads(out_json.read_text())
     assert m["model"] == "vae" and m["iwae_k"] == 10 and np.isfinite(m["test_nll_iwae"])
     assert m["checkpoint"] == "best" and m["epoch"] == 1
+    # A fitted mixture's samples are scored beside the prior's, with their uncertainty.
+    for sampler in ("prior", "expost", "gmm"):
+        assert np.isfinite(m[f"{sampler}_sample_fd"]) and m[f"{sampler}_sample_fd_se"] > 0
+        assert 0 <= m[f"{sampler}_sample_precision"] <= 1
     capsys.readouterr()
     png = tmp_path / "s.png"
     args = ["sample", "--run", str(comparison / "ae"), "--n", "16", "--out", str(png)]

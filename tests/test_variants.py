@@ -14,6 +14,7 @@ from scipy.special import logsumexp
 from aevae_jax.config import ModelConfig, OptimConfig
 from aevae_jax.data.spec import Dataset
 from aevae_jax.evaluate.evaluation import evaluate_model
+from aevae_jax.evaluate.samplers import SamplerOptions, with_claimed
 from aevae_jax.evaluate.scores import iwae_log_likelihood
 from aevae_jax.models import Batch, make_model, model_info, model_names
 from aevae_jax.models.aae import discriminator_losses, generator_losses
@@ -87,8 +88,9 @@ def test_a_train_step_changes_the_weights_and_evaluation_does_not(name):
     y = np.arange(40, dtype=np.int32) % 3
     ds = Dataset("tiny", x_u8[:24], x_u8[24:], y[:24], y[24:], ("a", "b", "c"))
     snapshot = jax.tree.map(np.array, new)
+    samplers = with_claimed(SamplerOptions(), model_info(name).claims)  # as compare does
     ev = evaluate_model(model, new, ds, "dynamic", jax.random.key(4), iwae_k=3,
-                        classifier=PixelClassifier(), chunk=8)  # fmt: skip
+                        classifier=PixelClassifier(), chunk=8, samplers=samplers)  # fmt: skip
     assert leaves_equal(snapshot, new)
     assert np.isfinite(ev.metrics["test_mse"]) and 0 <= ev.metrics["probe_accuracy"] <= 1
     assert np.isfinite(ev.metrics["prior_sample_fd"])

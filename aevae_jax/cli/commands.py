@@ -74,7 +74,16 @@ def study_options(args: argparse.Namespace) -> dict:
         command=command_line(args),
         seeds=seeds_from_args(args),
         devices=args.devices,
+        samplers=sampler_options_from_args(args),
     )
+
+
+def sampler_options_from_args(args: argparse.Namespace):
+    """--samplers and --gmm-components as samplers.SamplerOptions."""
+    from aevae_jax.evaluate.samplers import SamplerOptions
+
+    names = tuple(n.strip() for n in args.samplers.split(",") if n.strip())
+    return SamplerOptions(names, gmm_components=args.gmm_components)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -121,7 +130,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             os.path.isdir(parent) and os.access(parent, os.W_OK) and not os.path.isdir(args.json),
             f"cannot write --json {args.json!r}: name a file in a writable directory",
         )
-    metrics = evaluate_runs(args.run, args.checkpoint, iwae_k=args.iwae_k, fd=not args.no_fd)
+    samplers = sampler_options_from_args(args)
+    metrics = evaluate_runs(
+        args.run, args.checkpoint, iwae_k=args.iwae_k, fd=not args.no_fd, samplers=samplers
+    )
     if args.json:
         write_json(args.json, metrics)
     print(json_text(metrics))
@@ -145,11 +157,13 @@ def check_sample_args(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from aevae_jax.evaluate.samplers import SamplerOptions
     from aevae_jax.study.figures import image_grid
     from aevae_jax.study.sampling import sample_run
 
     check_sample_args(args)
-    s = sample_run(args.run, args.n, args.sampler, args.label, args.seed, args.checkpoint)
+    opts = SamplerOptions(gmm_components=args.gmm_components)
+    s = sample_run(args.run, args.n, args.sampler, args.label, args.seed, args.checkpoint, opts)
     image_grid(args.out, s.images, s.title, labels=s.labels, cols=s.cols)
     print(os.path.abspath(args.out))
     return 0

@@ -9,6 +9,7 @@ import argparse
 from aevae_jax.cli import commands
 from aevae_jax.cli.flags import add_config_options, add_model_options
 from aevae_jax.config import RUN
+from aevae_jax.evaluate.samplers import EXPOST, SAMPLER_NAMES, SamplerOptions
 
 # The main job's budget: 30 epochs of AE and VAE on Fashion-MNIST stay well inside
 # 10 minutes on a 2-core CPU (README has the measured time).
@@ -142,6 +143,7 @@ def add_evaluate(sub) -> None:
     p.add_argument(
         "--no-fd", action="store_true", help="skip the sample Frechet distance (and its classifier)"
     )
+    add_sampler_options(p)
 
 
 def add_sample(sub) -> None:
@@ -159,7 +161,18 @@ def add_sample(sub) -> None:
     p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
     p.add_argument("--out", required=True, help="the PNG file to write")
     p.add_argument(
-        "--sampler", choices=("prior", "expost"), default="prior", help="default: %(default)s"
+        "--sampler",
+        choices=SAMPLER_NAMES,
+        default="prior",
+        help="prior: the model's own (N(0, I) without one); normal: N(0, I); expost, gmm, "
+        "flow: a Gaussian, a Gaussian mixture or a RealNVP flow fitted to the training "
+        "codes (default: %(default)s)",
+    )
+    p.add_argument(
+        "--gmm-components",
+        type=int,
+        default=SamplerOptions().gmm_components,
+        help="components of --sampler gmm's mixture (default: %(default)s)",
     )
     p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
@@ -259,6 +272,25 @@ def add_comparison_options(p: argparse.ArgumentParser, iwae_k: int, timing_round
         "--resume",
         action="store_true",
         help="reuse the runs already in --out (finished ones are not retrained)",
+    )
+    add_sampler_options(p)
+
+
+def add_sampler_options(p: argparse.ArgumentParser) -> None:
+    """The ex-post samplers an evaluation scores (compare, zoo, evaluate)."""
+    d = SamplerOptions()
+    p.add_argument(
+        "--samplers",
+        default=",".join(d.names),
+        help="ex-post samplers fitted to the training codes of every model with continuous "
+        f"codes, scored beside the prior (comma-separated: {', '.join(EXPOST)}; "
+        "default: %(default)s)",
+    )
+    p.add_argument(
+        "--gmm-components",
+        type=int,
+        default=d.gmm_components,
+        help="components of the gmm sampler's mixture (default: %(default)s)",
     )
 
 

@@ -43,6 +43,10 @@ class Metric(NamedTuple):
 
 
 _M = Metric
+# The samplers whose samples are scored (`<sampler>_sample_fd`, ..._precision, ..._recall;
+# evaluate/samplers.py draws them), and how reports name them.
+SAMPLERS = {"prior": "prior", "expost": "ex-post Gaussian", "gmm": "ex-post Gaussian-mixture",
+            "flow": "ex-post flow"}  # fmt: skip
 # In the order of the all-models table's columns; other entries after them.
 CATALOGUE: tuple[Metric, ...] = (
     _M("test_mse", "test MSE (sum over pixels)", "squared error", "lower", "mse",
@@ -90,6 +94,9 @@ CATALOGUE: tuple[Metric, ...] = (
        "nats", None, None, "likelihood"),
     _M("test_bpd", "bits per dimension (-ELBO)", "bits/dim", "lower", None, "likelihood", 3),
     _M("iwae_k", "importance samples of the NLL", "samples", None, None, "likelihood", 0),
+    _M("test_total_correlation", "total correlation of q(z) (the mixture of the test "
+       "posteriors)", "nats", "lower", "total_correlation", "gaussian_codes", 2,
+       compared=True, layer="z1"),
     _M("kl_per_dim", "KL per latent dimension", "nats", None, None, "gaussian_codes",
        layer="z1"),
     _M("posterior_std_mean", "mean posterior standard deviation", "std", None, None,
@@ -104,6 +111,15 @@ CATALOGUE: tuple[Metric, ...] = (
     _M("expost_sample_fd_se", "bootstrap s.e. of expost_sample_fd", "FD", None, None,
        "samples"),
     _M("conditional_sample_n", "class-conditional samples", "images", None, None, "samples", 0),
+    _M("gmm_sample_fd", "ex-post Gaussian-mixture sample domain FD", "FD", "lower", None,
+       "samples", 2, compared=True),
+    _M("gmm_sample_fd_se", "bootstrap s.e. of gmm_sample_fd", "FD", None, None, "samples"),
+    _M("flow_sample_fd", "ex-post flow sample domain FD", "FD", "lower", None, "samples", 2,
+       compared=True),
+    _M("flow_sample_fd_se", "bootstrap s.e. of flow_sample_fd", "FD", None, None, "samples"),
+    *(_M(f"{s}_sample_{what}", f"{what} of the {words} samples (k = 3 neighbours)",
+         "fraction", "higher", None, "samples", 3)
+      for s, words in SAMPLERS.items() for what in ("precision", "recall")),
     # Numbers that experiments/ compute with the library's metric functions.
     _M("knn_accuracy", "kNN (k = 5) accuracy of the codes", "fraction", "higher", None,
        "experiment", 3, layer="z1"),

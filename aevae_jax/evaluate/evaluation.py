@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from aevae_jax.evaluate.groups import GROUPS, KEY_NAMES, Context
+from aevae_jax.evaluate.samplers import SamplerOptions
 from aevae_jax.models import Model
 
 
@@ -34,6 +35,7 @@ def evaluate_model(
     n_samples: int | None = None,
     chunk: int = 500,
     progress: bool = False,
+    samplers: SamplerOptions | None = None,
 ) -> Evaluation:
     """The test-split metrics of one trained model (see catalogue.py for every key).
 
@@ -45,11 +47,12 @@ def evaluate_model(
     the -ELBO (K = 1) and the IWAE NLL (K = iwae_k, one sample for point posteriors), in
     bits per dimension where the likelihood is a mass function of the data; labels a
     linear probe; a domain classifier the sample FDs (`n_samples` samples; default one per
-    test image). `key` is the run's evaluation key (`split.evaluation_key`).
+    test image; the prior's and each of `samplers`' ex-post samplers', default the
+    ex-post Gaussian and mixture). `key` is the run's evaluation key (`split.evaluation_key`).
     """
     keys = {n: jax.random.fold_in(key, i) for i, n in enumerate(KEY_NAMES)}
     ctx = Context(model, params, dataset, binarize, keys, iwae_k, classifier, n_samples,
-                  chunk, progress)  # fmt: skip
+                  chunk, progress, samplers or SamplerOptions())  # fmt: skip
     for group in GROUPS:
         if group.applies(ctx):
             group.run(ctx)

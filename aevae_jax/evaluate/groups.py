@@ -34,12 +34,15 @@ from aevae_jax.nn.likelihoods import (
     squared_error,
     sum_per_example,
 )
+from aevae_jax.nn.total_correlation import total_correlation
 
 # The named evaluation keys, in order (appending a name keeps every earlier key fixed).
 KEY_NAMES = ("elbo", "iwae", "samples", "expost", "noise", "distortion", "inpaint", "rate",
-             "prior_moments", "report")  # fmt: skip
+             "prior_moments", "report", "gmm", "flow", "tc")  # fmt: skip
 # Monte Carlo samples per image of the rate, for priors without a closed-form KL.
 RATE_SAMPLES = 16
+# Samples and test images of the precision and recall (their cost grows as the square).
+PR_SAMPLES = 5000
 # Prior draws that estimate the moments of a prior without exact ones.
 PRIOR_MOMENT_SAMPLES = 10_000
 
@@ -58,6 +61,7 @@ class Context:
     n_samples: int | None
     chunk: int
     progress: bool
+    samplers: Any = None  # samplers.SamplerOptions: the ex-post samplers to score
     metrics: dict = dataclasses.field(default_factory=dict)
     per_image: dict = dataclasses.field(default_factory=dict)
 
@@ -141,6 +145,18 @@ def gaussian_codes(ctx: Context) -> None:
         suffix = "" if j == 1 else f"_z{j}"
         ctx.metrics.update({k + suffix: v for k, v in posterior_shape(layer).items()})
     ctx.per_image.update({"kl": kl, "distortion": dist})
+    if ctx.keys.get("tc") is not None:
+        tc = total_correlation_of(enc, ctx.keys["tc"])
+        ctx.metrics["test_total_correlation"] = float(np.mean(tc))
+        ctx.per_image["total_correlation"] = tc
+
+
+def total_correlation_of(enc: Encoding, key: jax.Array) -> np.ndarray:
+    """[N] each test image's share of TC(q(z)) of the bottom layer: one draw z_i ~
+    q(z|x_i) (image i's key folded from `key`), under the mixture of all N posteriors."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(enc.code.shape[0]))
+    z = jax.vmap(reparameterize)(keys, enc.code, enc.log_var)
+    return np.asarray(total_correlation(z, enc.code, enc.log_var))
 
 
 def gaussian_code_metrics(model: Model, params, enc: Encoding, x, y, key, chunk: int = 500):
@@ -300,9 +316,10 @@ def probe(ctx: Context) -> None:
 
 
 def samples(ctx: Context) -> None:
-    """Domain FD of prior samples (and of ex-post Gaussian samples for models without a
-    prior of their own), and how often class-conditional samples show their class."""
-    from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images
+    """Domain FD (with its bootstrap s.e.), precision and recall of prior samples and of
+    each ex-post sampler's (ctx.samplers; models with continuous codes), and how often
+    class-conditional samples show their class."""
+    from aevae_jax.evaluate.samplers import decode_samples, fit_sampler, prior_images
 
     model, params, classifier, ds = ctx.model, ctx.params, ctx.classifier, ctx.dataset
     n = ctx.n_samples or len(ds.x_test)
@@ -310,17 +327,28 @@ def samples(ctx: Context) -> None:
     y = (jnp.arange(n) % ds.num_classes) if model.conditional else None
     prior = prior_images(model, params, ctx.keys["samples"], n, y)
     prior_features, predicted = classifier.features_and_predictions(prior, ctx.progress)
-    ctx.metrics["prior_sample_fd"] = M.frechet_distance(prior_features, reference)
-    ctx.metrics["prior_sample_fd_se"] = fd_se(prior_features, reference)
+    sample_scores(ctx, "prior", prior_features, reference)
     if model.conditional:
         ctx.metrics["conditional_sample_accuracy"] = float(np.mean(predicted == np.asarray(y)))
         ctx.metrics["conditional_sample_n"] = int(n)
-    if model.sample is None and ctx.enc_train.indices is None:
-        sampler = expost_gaussian(ctx.enc_train.features)
-        expost = decode_samples(model, params, sampler, ctx.keys["expost"], n)
-        expost_features = classifier.features(expost, progress=ctx.progress)
-        ctx.metrics["expost_sample_fd"] = M.frechet_distance(expost_features, reference)
-        ctx.metrics["expost_sample_fd_se"] = fd_se(expost_features, reference)
+    if ctx.enc_train.indices is not None:
+        return  # discrete codes: the ex-post densities are of continuous ones
+    for name in ctx.samplers.names:
+        key = ctx.keys[name]  # the Gaussian's draws use its key as they always did
+        fit_key, draw_key = (None, key) if name == "expost" else jax.random.split(key)
+        sampler = fit_sampler(name, ctx.enc_train.features, fit_key, ctx.samplers)
+        images = decode_samples(model, params, sampler, draw_key, n, y)
+        sample_scores(ctx, name, classifier.features(images, progress=ctx.progress), reference)
+
+
+def sample_scores(ctx: Context, sampler: str, features, reference) -> None:
+    """<sampler>_sample_fd and its bootstrap s.e. against the test images' classifier
+    features, and the precision and recall (k = 3) of the first PR_SAMPLES of each."""
+    ctx.metrics[f"{sampler}_sample_fd"] = M.frechet_distance(features, reference)
+    ctx.metrics[f"{sampler}_sample_fd_se"] = fd_se(features, reference)
+    pr = M.precision_recall(reference[:PR_SAMPLES], features[:PR_SAMPLES], k=3)
+    ctx.metrics[f"{sampler}_sample_precision"] = pr["precision"]
+    ctx.metrics[f"{sampler}_sample_recall"] = pr["recall"]
 
 
 def fd_se(features: np.ndarray, reference: np.ndarray, n_boot: int = 20) -> float:

@@ -37,6 +37,7 @@ from aevae_jax.evaluate import catalogue
 from aevae_jax.evaluate import metrics as M
 from aevae_jax.evaluate.classifier import load_or_train_classifier
 from aevae_jax.evaluate.evaluation import evaluate_model
+from aevae_jax.evaluate.samplers import SamplerOptions, with_claimed
 from aevae_jax.evaluate.split import evaluation_key
 from aevae_jax.models import model_info
 from aevae_jax.study import figures, report
@@ -100,38 +101,36 @@ def run_compare(
     dataset=None,
     seeds=None,
     devices: int | None = None,
+    samplers: SamplerOptions | None = None,
 ) -> dict:
     """Train, evaluate and report; returns the metrics dict written to metrics.json.
     `dataset`: the loaded cfg.data.dataset, when the caller has it already. `seeds`:
     train every model with each of these seeds at once (out/<model>/seed_<s>) and
-    report means and standard deviations over them; None: one run with cfg.seed."""
+    report means and standard deviations over them; None: one run with cfg.seed.
+    `samplers`: the ex-post samplers every model with continuous codes is scored with
+    (default: the ex-post Gaussian), and those the models' claims are checked on."""
+    claims = [c for name in models for c in model_info(name).claims]
+    samplers = with_claimed(samplers or SamplerOptions(), claims)
     require(iwae_k > 0, f"--iwae-k must be a positive integer, got {iwae_k}")
     require(timing_rounds >= 2, f"--timing-rounds must be at least 2, got {timing_rounds}")
     ensure_writable_dir(cfg.out)
     configs = run_configs(cfg, models, options)
-    run_dirs = {
-        name: [c.out] if seeds is None else [s.out for s in seed_configs(c, seeds)]
-        for name, c in configs.items()
-    }
-    taken = [d for dirs in run_dirs.values() for d in dirs if has_run(d)]
-    require(
-        resume or not taken,
-        f"{cfg.out!r} already holds a comparison; pass --resume to reuse its runs "
-        "(finished ones are not retrained), or choose another --out",
-    )
+    run_dirs = comparison_run_dirs(cfg, configs, seeds, resume)
     full = checked_data(cfg, configs, dataset)
     fits = train_all(configs, run_dirs, full, seeds, resume, quiet, devices)
     _log("domain classifier for the Frechet distance (trained once per data set, cached)", quiet)
     t0 = time.perf_counter()
     classifier = load_or_train_classifier(full, progress=not quiet)
     _log(f"classifier ready in {time.perf_counter() - t0:.1f}s", quiet)
-    evaluations, results = evaluate_all(fits, configs, cfg, iwae_k, classifier, seeds, quiet)
+    evaluations, results = evaluate_all(
+        fits, configs, cfg, iwae_k, classifier, seeds, quiet, samplers
+    )
     first = {name: runs[0] for name, runs in fits.items()}
     times = time_steps(first, configs, results, timing_rounds, quiet)
     metrics = {
         "dataset": full.name,
         "dataset_source": cfg.data.dataset,
-        "config": comparison_config(cfg, models, pair, first, seeds, iwae_k),
+        "config": comparison_config(cfg, models, pair, first, seeds, iwae_k, samplers),
         "classifier_accuracy": None if classifier is None else classifier.test_accuracy,
         "models": results,
         "comparisons": all_comparisons(evaluations, results),
@@ -146,6 +145,21 @@ def run_compare(
     metrics["claims"] = check_claims(metrics)
     write_results(cfg, metrics, evaluations, first, results, seeds, command, quiet)
     return metrics
+
+
+def comparison_run_dirs(cfg: RunConfig, configs: dict, seeds, resume: bool) -> dict:
+    """{model: [run directory per seed]}; an error when they hold runs and not `resume`."""
+    run_dirs = {
+        name: [c.out] if seeds is None else [s.out for s in seed_configs(c, seeds)]
+        for name, c in configs.items()
+    }
+    taken = [d for dirs in run_dirs.values() for d in dirs if has_run(d)]
+    require(
+        resume or not taken,
+        f"{cfg.out!r} already holds a comparison; pass --resume to reuse its runs "
+        "(finished ones are not retrained), or choose another --out",
+    )
+    return run_dirs
 
 
 def checked_data(cfg: RunConfig, configs: dict, dataset=None):
@@ -178,7 +192,7 @@ def train_all(configs, run_dirs, full, seeds, resume, quiet, devices) -> dict[st
     return fits
 
 
-def evaluate_all(fits, configs, cfg, iwae_k, classifier, seeds, quiet):
+def evaluate_all(fits, configs, cfg, iwae_k, classifier, seeds, quiet, samplers=None):
     """(evaluations, results): each model's per-image values (its first seed's) and its
     metrics (the mean and std over seeds, with seeds)."""
     evaluations, results = {}, {}
@@ -187,7 +201,9 @@ def evaluate_all(fits, configs, cfg, iwae_k, classifier, seeds, quiet):
         for result in runs:
             label = "" if seeds is None else f", seed {result.seed}"
             _log(f"evaluating {name}{label} (IWAE K={iwae_k} where defined)", quiet)
-            ev, m = _evaluate(result, cfg, configs[name], iwae_k, classifier, result.seed, quiet)
+            ev, m = _evaluate(
+                result, cfg, configs[name], iwae_k, classifier, result.seed, quiet, samplers
+            )
             evaluations.setdefault(name, ev)  # per-image values of the first seed
             per_seed.append(m)
         results[name] = per_seed[0] if seeds is None else M.summarize_seeds(per_seed)
@@ -212,7 +228,9 @@ def time_steps(first: dict, configs: dict, results: dict, rounds: int, quiet: bo
     return times
 
 
-def comparison_config(cfg: RunConfig, models, pair, first: dict, seeds, iwae_k: int) -> dict:
+def comparison_config(
+    cfg: RunConfig, models, pair, first: dict, seeds, iwae_k: int, samplers=None
+) -> dict:
     """metrics.json's "config": what every model of the comparison shares."""
     dataset = next(iter(first.values())).dataset
     return {
@@ -235,6 +253,8 @@ def comparison_config(cfg: RunConfig, models, pair, first: dict, seeds, iwae_k: 
         "seed": cfg.seed if seeds is None else seeds[0],
         "seeds": None if seeds is None else list(seeds),
         "iwae_k": iwae_k,
+        "samplers": list((samplers or SamplerOptions()).names),
+        "gmm_components": (samplers or SamplerOptions()).gmm_components,
     }
 
 
@@ -252,7 +272,7 @@ def write_results(cfg, metrics, evaluations, first, results, seeds, command, qui
     _log(f"done: {os.path.join(cfg.out, 'report.md')}", quiet)
 
 
-def _evaluate(result, cfg, run_cfg, iwae_k, classifier, seed, quiet):
+def _evaluate(result, cfg, run_cfg, iwae_k, classifier, seed, quiet, samplers=None):
     """(evaluation, metrics dict) of one trained run, with the evaluation keys of `seed`."""
     t0 = time.perf_counter()
     ev = evaluate_model(
@@ -264,6 +284,7 @@ def _evaluate(result, cfg, run_cfg, iwae_k, classifier, seed, quiet):
         iwae_k=iwae_k,
         classifier=classifier,
         progress=not quiet,
+        samplers=samplers,
     )
     m = ev.metrics
     m["parameters"] = int(sum(a.size for a in jax.tree.leaves(result.params)))

@@ -21,7 +21,11 @@ RUN_FIELDS = ("run", "checkpoint", "seed", "epoch")
 
 
 def run_metrics(
-    run_dirs: list[str], checkpoint: str = "best", iwae_k: int = 1000, fd: bool = True
+    run_dirs: list[str],
+    checkpoint: str = "best",
+    iwae_k: int = 1000,
+    fd: bool = True,
+    samplers=None,
 ) -> Iterator[dict]:
     """Each run's test metrics, with its directory, seed, checkpoint and epoch. The runs
     must differ in their seed alone; the data set is loaded once for all of them, and
@@ -46,6 +50,7 @@ def run_metrics(
             iwae_k=iwae_k,
             classifier=classifier,
             progress=True,
+            samplers=samplers,
         )
         yield {
             "run": os.path.abspath(run_dir),
@@ -75,9 +80,13 @@ def summarize_runs(results: list[dict]) -> dict:
 
 
 def evaluate_runs(
-    paths: list[str], checkpoint: str = "best", iwae_k: int = 1000, fd: bool = True
+    paths: list[str],
+    checkpoint: str = "best",
+    iwae_k: int = 1000,
+    fd: bool = True,
+    samplers=None,
 ) -> dict:
     """The test metrics of the runs in `paths` (a directory of `aevae train --seeds`
     stands for its seeds' runs): one run's as they are, several runs' summarised."""
-    results = list(run_metrics(expand_runs(paths), checkpoint, iwae_k, fd))
+    results = list(run_metrics(expand_runs(paths), checkpoint, iwae_k, fd, samplers))
     return results[0] if len(results) == 1 else summarize_runs(results)

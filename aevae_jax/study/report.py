@@ -12,6 +12,7 @@ import json
 import os
 
 from aevae_jax.evaluate import catalogue
+from aevae_jax.evaluate.groups import PR_SAMPLES
 from aevae_jax.study.article import ARTICLE_HEADER, article_rows
 from aevae_jax.study.claims import check_claims
 from aevae_jax.writing import markdown_table, number, write_json, write_text
@@ -34,6 +35,31 @@ def models_table(m: dict) -> list[str]:
             cells.append(cell if sd is None or v is None else f"{cell} ± {number(sd, col.digits)}")
         rows.append(cells)
     return markdown_table(["model", *[c.header for c in cols]], rows)
+
+
+def samplers_section(m: dict) -> list[str]:
+    """A row per model and sampler with scored samples: FD ± its bootstrap s.e., and the
+    samples' precision and recall (none of these for a comparison without a classifier)."""
+    rows = []
+    for name, r in m["models"].items():
+        for s, words in catalogue.SAMPLERS.items():
+            fd = r.get(f"{s}_sample_fd")
+            if fd is None:
+                continue
+            se = r.get(f"{s}_sample_fd_se")
+            cells = [number(fd, 2) + ("" if se is None else f" ± {number(se, 2)}")]
+            cells += [number(r.get(f"{s}_sample_{w}"), 3) for w in ("precision", "recall")]
+            rows.append([name, words, *cells])
+    if not rows:
+        return []
+    header = ["model", "sampler", "sample FD ± s.e.", "precision", "recall"]
+    note = (
+        "FD: the Frechet distance of the domain classifier's features of as many "
+        "samples as test images to the test images'; s.e.: its bootstrap standard "
+        "error. Precision and recall: Kynkaanniemi et al. 2019 (k = 3), of the first "
+        f"{PR_SAMPLES:,} samples and test images, same features."
+    )
+    return ["", "## Samples, by sampler", "", *markdown_table(header, rows), "", note]
 
 
 def elbo_gap_ses(r: dict) -> float | None:
@@ -102,6 +128,7 @@ def write_report(path: str, metrics: dict, command: str) -> None:
         *heading(metrics, command),
         *article_section(metrics),
         "", "## Every model", "", *models_table(metrics),
+        *samplers_section(metrics),
         *claims_section(check_claims(metrics)),
         "", "## Notes", "", *notes(metrics),
         *figures_section(os.path.dirname(os.path.abspath(path)), names),

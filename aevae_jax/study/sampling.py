@@ -1,6 +1,8 @@
 """New images from a trained run: codes drawn from the model's prior (N(0, I) for models
-without one) or from a Gaussian fitted to its training codes ("expost"), decoded. A
-conditional model draws a row per class, or one class throughout.
+without one), from N(0, I) ("normal"), or from an ex-post density fitted to its training
+codes ("expost": a Gaussian; "gmm": a Gaussian mixture; "flow": a RealNVP flow; see
+evaluate/samplers.py), decoded. A conditional model draws a row per class, or one class
+throughout.
 
 Sampling from the prior loads no data set: the model comes from config.json alone.
 """
@@ -14,11 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from aevae_jax.errors import require
-from aevae_jax.evaluate.samplers import decode_samples, expost_gaussian, prior_images
+from aevae_jax.evaluate.samplers import (
+    EXPOST,
+    SAMPLER_NAMES,
+    SamplerOptions,
+    decode_samples,
+    fit_sampler,
+    prior_images,
+    standard_normal,
+)
 from aevae_jax.evaluate.split import TRAIN_SPLIT, encode_split, eval_inputs
 from aevae_jax.train.runs import LoadedRun, load_run
-
-SAMPLERS = ("prior", "expost")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,18 +59,23 @@ def class_layout(run: LoadedRun, n: int, label: int | None):
     return jnp.repeat(jnp.arange(classes), cols), list(names), cols
 
 
-def expost_images(run: LoadedRun, key: jax.Array, n: int, y=None) -> jax.Array:
-    """`n` images decoded from a Gaussian fitted to the codes of the run's training split."""
+def expost_images(
+    run: LoadedRun, key: jax.Array, n: int, y=None, sampler: str = "expost", opts=None
+) -> jax.Array:
+    """`n` images decoded from the ex-post `sampler` fitted to the codes of the run's
+    training split (`key` splits into the fit's key and the draws')."""
     model = run.model
     x = eval_inputs(jnp.asarray(run.dataset.x_train), run.cfg.data.binarize, TRAIN_SPLIT)
     y_train = None if run.dataset.y_train is None else jnp.asarray(run.dataset.y_train)
     codes = encode_split(model, run.params, x, y_train)
     require(
         codes.indices is None,
-        f"--sampler expost needs continuous codes; {model.name} "
+        f"--sampler {sampler} needs continuous codes; {model.name} "
         "has discrete ones (use --sampler prior)",
     )
-    return decode_samples(model, run.params, expost_gaussian(codes.features), key, n, y)
+    fit_key, draw_key = jax.random.split(key)
+    fitted = fit_sampler(sampler, codes.features, fit_key, opts or SamplerOptions())
+    return decode_samples(model, run.params, fitted, draw_key, n, y)
 
 
 def sample_run(
@@ -72,18 +85,22 @@ def sample_run(
     label: int | None = None,
     seed: int = 0,
     checkpoint: str = "best",
+    opts: SamplerOptions | None = None,
 ) -> Samples:
     """`n` samples of the run in `run_dir` (about `n`, a whole row per class, for a
     conditional model without `label`); a UserError if they are not finite."""
-    require(sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}")
-    run = load_run(run_dir, checkpoint, need_data=sampler == "expost")
+    require(sampler in SAMPLER_NAMES, f"--sampler must be one of {', '.join(SAMPLER_NAMES)}")
+    run = load_run(run_dir, checkpoint, need_data=sampler in EXPOST)
     key = jax.random.key(seed)
     y, labels, cols = class_layout(run, n, label)
     n = n if y is None else len(y)
     if sampler == "prior":
         images = prior_images(run.model, run.params, key, n, y)
+    elif sampler == "normal":
+        latent = standard_normal(int(np.prod(run.model.code_shape)))
+        images = decode_samples(run.model, run.params, latent, key, n, y)
     else:
-        images = expost_images(run, key, n, y)
+        images = expost_images(run, key, n, y, sampler, opts)
     images = np.asarray(images)
     require(
         np.isfinite(images).all(),

@@ -25,12 +25,13 @@ from aevae_jax.evaluate import catalogue
 from aevae_jax.evaluate.scores import EVAL_NOISE, inpainting_text
 from aevae_jax.models import model_info, model_names
 from aevae_jax.study.compare import run_compare
-from aevae_jax.study.report import claims_section, models_table, seeds_text
+from aevae_jax.study.report import claims_section, models_table, samplers_section, seeds_text
 from aevae_jax.writing import write_json, write_text
 
 # The zoo's order: reconstruction models, then the VAE family, then the rest (any
 # model registered outside the package comes last, alphabetically).
-ORDER = ("ae", "dae", "sparse_ae", "mae", "vae", "dvae", "beta_vae", "iwae", "vamp_vae",
+ORDER = ("ae", "dae", "sparse_ae", "mae", "rae_l2", "rae_gp", "wae", "vae", "dvae", "beta_vae",
+         "beta_tc_vae", "dip_vae_i", "dip_vae_ii", "iwae", "info_vae", "vamp_vae",
          "two_layer_vae", "cvae", "vqvae", "aae")  # fmt: skip
 
 
@@ -74,6 +75,7 @@ def zoo_markdown(zoo: dict, metrics: dict) -> str:
         f"{cfg['test_size']} images.",
         "",
         *models_table(metrics),
+        *samplers_section(metrics),
     ]
     if zoo["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{n} ({why})" for n, why in zoo["skipped"].items())]
@@ -115,6 +117,7 @@ def run_zoo(
     command: str = "aevae zoo",
     seeds=None,
     devices: int | None = None,
+    samplers=None,
 ) -> dict:
     """Train and evaluate the zoo (see the module docstring); returns zoo.json's dict.
     With `seeds`, every model trains each seed at once and the table shows mean ± std."""
@@ -129,7 +132,7 @@ def run_zoo(
     pair = ("ae", "vae")  # the article's table, when both are in the zoo
     metrics = run_compare(
         cfg, names, options, pair, iwae_k, timing_rounds, resume, quiet, command, dataset=data,
-        seeds=seeds, devices=devices,
+        seeds=seeds, devices=devices, samplers=samplers,
     )  # fmt: skip
     zoo = {
         "command": command,

@@ -246,6 +246,13 @@ def test_verdicts_follow_the_numbers():
     assert "does better still" in rows["Generative ability"]
     rows = verdicts(fake_metrics(fd=(60.0, 30.0, 30.0)))
     assert "no measurable difference" in rows["Generative ability"]
+    # The best of the fitted samplers speaks for the AE, each one listed.
+    m = fake_metrics(fd=(60.0, 30.0, 35.0))
+    m["models"]["ae"].update(gmm_sample_fd=4.0, gmm_sample_fd_se=0.1)
+    row = next(r for r in article_rows(m) if r["row"] == "Generative ability")
+    assert "ex-post Gaussian 35.00, AE ex-post Gaussian-mixture 4.00 +- 0.10" in row["measured"]
+    assert "an ex-post Gaussian-mixture fitted to the AE's codes" in row["verdict"]
+    assert "does better still (FD 4.00)" in row["verdict"]
     # Equal numbers (87.0% vs 87.0%) are no measurable difference, not a win.
     rows = verdicts(fake_metrics(mse=(2.0, 2.0), probe=(0.87, 0.87)))
     assert "no measurable difference in reconstruction" in rows["Objective"]

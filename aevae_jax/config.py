@@ -127,7 +127,9 @@ class DataConfig:
         group=DATA,
         help="tfds name (fashion_mnist, mnist, binarized_mnist, kmnist, cifar10), "
         "sklearn_photos (32x32 colour patches of scikit-learn's two sample photographs, "
-        "offline), or a path to an .npz with x_train, x_test [, y_train, y_test]",
+        "offline), sprites (32x32 shapes drawn by the project with five known factors, for "
+        "the disentanglement metrics), or a path to an .npz with x_train, x_test "
+        "[, y_train, y_test]",
     )
     binarize: str = option(
         "dynamic",

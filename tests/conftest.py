@@ -120,7 +120,8 @@ EXPERIMENT_FILES = {
     "test_experiments_features.py",
     "test_experiments_generative.py",
 }
-SHARED = {"test_bad_input.py", "test_checkpoints.py", "test_compare.py", "test_priors.py"}
+SHARED = {"test_bad_input.py", "test_checkpoints.py", "test_compare.py", "test_priors.py",
+          "test_sprites.py", "test_disentanglement.py"}  # fmt: skip
 UNIT_SECONDS = {
     "test_compare.py": 200,
     EXPERIMENTS: 150,

@@ -1,16 +1,18 @@
 """The disentangling VAEs' mechanisms and losses against NumPy hand computations: the
 aggregate posterior's densities and the KL decomposition behind beta-TC-VAE, the total
-correlation the evaluator reports, and DIP-VAE's covariance penalties."""
+correlation the evaluator reports, DIP-VAE's covariance penalties, and FactorVAE's
+permutation and two players."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import bernoulli_nll_by_hand, build
+from helpers import bernoulli_nll_by_hand, build, elbo_terms_by_hand
 from scipy.special import logsumexp
 from scipy.stats import norm
 
 from aevae_jax.models.dip_vae import code_covariance, dip_penalty
+from aevae_jax.models.factor_vae import permute_dims
 from aevae_jax.nn.total_correlation import (
     aggregate_log_densities,
     mws_decomposition,
@@ -118,3 +120,55 @@ def test_dip_vae_covariance_and_loss_by_hand(variant):
     elbo = float(vae.loss(params, batch, key, 0)[0])
     assert float(value) == pytest.approx(elbo + penalty, rel=1e-4)
     assert float(metrics["dip"]) == pytest.approx(penalty, rel=1e-4)
+
+
+def test_permuting_dimensions_keeps_each_marginal_and_breaks_their_dependence():
+    z = jnp.stack([jnp.arange(512.0), jnp.arange(512.0)], 1)  # two copies: fully dependent
+    p = np.asarray(permute_dims(jax.random.key(0), z))
+    for j in range(2):
+        assert sorted(p[:, j].tolist()) == list(range(512))  # each column a permutation
+    assert abs(np.corrcoef(p, rowvar=False)[0, 1]) < 0.15  # of its own
+    assert np.array_equal(p, np.asarray(permute_dims(jax.random.key(0), z)))
+
+
+def test_factor_vae_loss_by_hand_and_its_players_gradients():
+    model, params, batch = build("factor_vae", gamma=3.0, disc_hidden=8)
+    key = jax.random.key(5)
+    value, metrics = model.loss(params, batch, key, 0)
+    k_z, k_perm = jax.random.split(key)
+    recon, kl = elbo_terms_by_hand(model, params, batch, k_z)
+    q = model.encode(params, batch)
+    z = q.code + jnp.exp(0.5 * q.log_var) * jax.random.normal(k_z, q.code.shape)
+
+    def logit(v):  # the discriminator's two ReLU layers and its output, by hand
+        h = np.asarray(v, np.float64)
+        layers = sorted(params["discriminator"])
+        for i, name in enumerate(layers):
+            w = params["discriminator"][name]
+            h = h @ np.asarray(w["kernel"], np.float64) + np.asarray(w["bias"], np.float64)
+            h = np.maximum(h, 0) if i < len(layers) - 1 else h
+        return h[:, 0]
+
+    tc = logit(z)
+    d_joint, d_product = logit(z), logit(permute_dims(k_perm, z))
+    disc = np.log1p(np.exp(-d_joint)) + np.log1p(np.exp(d_product))
+    expected = np.mean(recon + kl + 3.0 * tc + disc)
+    assert float(value) == pytest.approx(expected, rel=1e-4)
+    assert float(metrics["tc_estimate"]) == pytest.approx(np.mean(tc), rel=1e-4, abs=1e-5)
+    # The discriminator's loss moves only it; the TC penalty moves only the VAE.
+    grads = jax.grad(lambda p: model.loss(p, batch, key, 0)[0])(params)
+    no_tc, _, _ = build("factor_vae", gamma=0.0, disc_hidden=8)
+    grads0 = jax.grad(lambda p: no_tc.loss(p, batch, key, 0)[0])(params)
+    np.testing.assert_allclose(
+        grads["discriminator"]["Dense_0"]["kernel"],
+        grads0["discriminator"]["Dense_0"]["kernel"],
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    enc = lambda g: np.asarray(jax.tree.leaves(g["encoder"])[0])
+    assert not np.allclose(enc(grads), enc(grads0))
+    # Its test objective is the VAE's -ELBO.
+    vae, _, _ = build("vae")
+    assert float(model.test_loss(params, batch, key, 0)[0]) == pytest.approx(
+        float(vae.loss(params, batch, key, 0)[0]), rel=1e-6
+    )

@@ -86,7 +86,8 @@ def test_a_train_step_changes_the_weights_and_evaluation_does_not(name):
     # Evaluation reads the parameters and never changes them (nor consumes their buffers).
     x_u8 = np.asarray(np.random.default_rng(0).integers(0, 256, (40, 4, 4, 1)), np.uint8)
     y = np.arange(40, dtype=np.int32) % 3
-    ds = Dataset("tiny", x_u8[:24], x_u8[24:], y[:24], y[24:], ("a", "b", "c"))
+    factors = np.stack([np.arange(16) % 2, np.arange(16) // 2 % 4], 1).astype(np.int32)
+    ds = Dataset("tiny", x_u8[:24], x_u8[24:], y[:24], y[24:], ("a", "b", "c"), factors, ("f", "g"))
     snapshot = jax.tree.map(np.array, new)
     samplers = with_claimed(SamplerOptions(), model_info(name).claims)  # as compare does
     ev = evaluate_model(model, new, ds, "dynamic", jax.random.key(4), iwae_k=3,
@@ -94,6 +95,10 @@ def test_a_train_step_changes_the_weights_and_evaluation_does_not(name):
     assert leaves_equal(snapshot, new)
     assert np.isfinite(ev.metrics["test_mse"]) and 0 <= ev.metrics["probe_accuracy"] <= 1
     assert np.isfinite(ev.metrics["prior_sample_fd"])
+    # Known factors: the disentanglement metrics of continuous codes, each within [0, 1].
+    for key in ("mig", "sap", "dci_disentanglement", "dci_completeness", "factorvae_score"):
+        assert (key in ev.metrics) == (name != "vqvae"), (name, key)
+        assert 0 <= ev.metrics.get(key, 0) <= 1 + 1e-9, (name, key)
     # The report can check each of the model's claims: its evaluation produces the metric,
     # and the model it is compared with is registered (the zoo test trains a subset).
     for claim in model_info(name).claims:

@@ -28,6 +28,12 @@ from aevae_jax.data.spec import Dataset
 FOLDER = ".aevae-decoded"
 
 
+def cache_root() -> str:
+    """The project's own cache ($AEVAE_CACHE, default ~/.cache/aevae_jax): the drawn
+    data sets (sprites.py) and the trained domain classifiers (evaluate/classifier.py)."""
+    return os.environ.get("AEVAE_CACHE", os.path.expanduser("~/.cache/aevae_jax"))
+
+
 def copy_path(root: str, name: str) -> str:
     return os.path.join(root, FOLDER, f"{name}.npz")
 

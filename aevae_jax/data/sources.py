@@ -7,6 +7,8 @@ float32 in [0, 1] for a user's .npz of floats; labels int32 [N]). Sources:
   load, the splits are read from a decoded copy beside tfds' folder (decoded.py).
 - `sklearn_photos`: real colour images that work offline, 32 x 32 patches of the two
   photographs in scikit-learn's wheel (`load_sklearn_photos`);
+- `sprites`: shapes drawn by the project with known factors (sprites.py), for the
+  disentanglement metrics;
 - a path to an `.npz` with `x_train`, `x_test` and optional `y_train`, `y_test`
   (other members ignored), read without pickle and validated.
 A data set that is neither prepared nor obtainable fails within seconds with a
@@ -32,7 +34,7 @@ import socket
 
 import numpy as np
 
-from aevae_jax.data import decoded
+from aevae_jax.data import decoded, sprites
 from aevae_jax.data.npz import load_npz, npz_array, npz_header, npz_members, open_npz
 from aevae_jax.data.spec import Dataset, DataShape
 from aevae_jax.data.validate import check_headers, validate_labels
@@ -44,6 +46,7 @@ TFDS_NAMES = ("fashion_mnist", "mnist", "binarized_mnist", "kmnist", "cifar10")
 # Real colour images that work offline: 32 x 32 patches of the two photographs that
 # scikit-learn ships (see load_sklearn_photos).
 PHOTOS_NAME = "sklearn_photos"
+DRAWN_OR_TFDS = (*TFDS_NAMES, PHOTOS_NAME, sprites.NAME)
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
@@ -54,6 +57,8 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
         return load_npz(name)
     if source == "photos":
         return load_sklearn_photos()
+    if source == "sprites":
+        return sprites.load_sprites()
     return _load_tfds(name, data_dir)
 
 
@@ -68,6 +73,8 @@ def _source(name: str) -> str:
         return "npz"
     if name == PHOTOS_NAME:
         return "photos"
+    if name == sprites.NAME:
+        return "sprites"
     if name in TFDS_NAMES:
         return "tfds"
     require(
@@ -81,7 +88,7 @@ def _source(name: str) -> str:
         "np.savez('data.npz', x_train=..., x_test=...) and pass that path",
     )
     raise UserError(
-        f"unknown dataset {name!r}; use one of {', '.join((*TFDS_NAMES, PHOTOS_NAME))} "
+        f"unknown dataset {name!r}; use one of {', '.join(DRAWN_OR_TFDS)} "
         "or a path to an .npz file with x_train and x_test"
     )
 
@@ -316,6 +323,14 @@ KNOWN_SHAPES = {
             tuple("airplane automobile bird cat deer dog frog horse ship truck".split()),
         ),
         DataShape(PHOTOS_NAME, (PHOTO_PATCH, PHOTO_PATCH, 3), 2, 1_550, 350, ("china", "flower")),
+        DataShape(
+            sprites.NAME,
+            (sprites.SIZE, sprites.SIZE, 1),
+            len(sprites.SHAPES),
+            22_118,
+            2_458,
+            sprites.SHAPES,
+        ),
     )
 }
 

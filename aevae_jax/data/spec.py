@@ -38,6 +38,10 @@ class Dataset:
     y_train: np.ndarray | None = None  # [N] int32
     y_test: np.ndarray | None = None
     class_names: tuple[str, ...] | None = None
+    # Known generative factors of the test images (data/sprites.py): indices [N_test, K]
+    # int32 and their names; the evaluator's disentanglement metrics read them.
+    factors_test: np.ndarray | None = None
+    factor_names: tuple[str, ...] | None = None
 
     @property
     def image_shape(self) -> tuple[int, ...]:

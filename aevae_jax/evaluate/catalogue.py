@@ -120,6 +120,21 @@ CATALOGUE: tuple[Metric, ...] = (
     *(_M(f"{s}_sample_{what}", f"{what} of the {words} samples (k = 3 neighbours)",
          "fraction", "higher", None, "samples", 3)
       for s, words in SAMPLERS.items() for what in ("precision", "recall")),
+    # Against known generative factors (a data set with factors_test: sprites).
+    _M("mig", "mutual information gap (MIG)", "fraction", "higher", None, "disentanglement",
+       3, compared=True, layer="z1"),
+    _M("sap", "separated attribute predictability (SAP)", "fraction", "higher", None,
+       "disentanglement", 3, compared=True, layer="z1"),
+    _M("dci_disentanglement", "DCI disentanglement", "fraction", "higher", None,
+       "disentanglement", 3, compared=True, layer="z1"),
+    _M("dci_completeness", "DCI completeness", "fraction", "higher", None, "disentanglement",
+       3, compared=True, layer="z1"),
+    _M("dci_informativeness", "DCI informativeness (held-out R^2 of a linear fit)",
+       "fraction", "higher", None, "disentanglement", 3, compared=True, layer="z1"),
+    _M("factorvae_score", "FactorVAE score (majority-vote accuracy)", "fraction", "higher",
+       None, "disentanglement", 3, compared=True, layer="z1"),
+    _M("mig_per_factor", "MIG of each factor", "fraction", None, None, "disentanglement",
+       layer="z1"),
     # Numbers that experiments/ compute with the library's metric functions.
     _M("knn_accuracy", "kNN (k = 5) accuracy of the codes", "fraction", "higher", None,
        "experiment", 3, layer="z1"),

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from aevae_jax.data.decoded import cache_root
 from aevae_jax.data.preprocess import to_unit_interval
 from aevae_jax.data.spec import Dataset
 from aevae_jax.evaluate.split import SplitMap, map_examples
@@ -78,10 +79,6 @@ def _apply_split(num_classes: int) -> SplitMap:
         return logits[0], features[0]
 
     return SplitMap(one, chunk=500, block=2000)
-
-
-def cache_root() -> str:
-    return os.environ.get("AEVAE_CACHE", os.path.expanduser("~/.cache/aevae_jax"))
 
 
 def fingerprint(ds: Dataset) -> str:

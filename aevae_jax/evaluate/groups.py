@@ -362,6 +362,33 @@ def fd_se(features: np.ndarray, reference: np.ndarray, n_boot: int = 20) -> floa
     return float(np.std(values, ddof=1))
 
 
+# ------------------------------------------------------------------ known factors
+
+
+def disentanglement(ctx: Context) -> None:
+    """MIG, SAP, DCI and the FactorVAE score of the test codes (the posterior means)
+    against the data set's known factors (evaluate/disentanglement.py)."""
+    from aevae_jax.evaluate.disentanglement import disentanglement as scores
+
+    factors = np.asarray(ctx.dataset.factors_test)
+    require(
+        len(factors) == len(ctx.dataset.x_test),
+        f"factors_test has {len(factors)} rows for {len(ctx.dataset.x_test)} test images",
+    )
+    codes = np.asarray(ctx.enc_test.features).reshape(len(factors), -1)
+    result = scores(codes, factors)
+    for key in DISENTANGLEMENT_KEYS:
+        ctx.metrics[key] = result[key]
+
+
+DISENTANGLEMENT_KEYS = ("mig", "sap", "dci_disentanglement", "dci_completeness",
+                        "dci_informativeness", "factorvae_score", "mig_per_factor")  # fmt: skip
+
+
+def _has_factors(ctx: Context) -> bool:
+    return getattr(ctx.dataset, "factors_test", None) is not None and ctx.enc_test.indices is None
+
+
 def _discrete(ctx: Context) -> bool:
     return ctx.enc_test.indices is not None and ctx.model.num_codes is not None
 
@@ -380,4 +407,5 @@ GROUPS: tuple[Group, ...] = (
     Group("likelihood", lambda ctx: ctx.model.log_importance_weights is not None, likelihood),
     Group("probe", _labelled, probe),
     Group("samples", lambda ctx: ctx.classifier is not None, samples),
+    Group("disentanglement", _has_factors, disentanglement),
 )

@@ -17,7 +17,7 @@ import dataclasses
 from aevae_jax.errors import require
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Model
-from aevae_jax.models.vae import gaussian_latent
+from aevae_jax.models.vae import gaussian_latent, neg_elbo_loss
 from aevae_jax.nn.likelihoods import batch_mean, reparameterize
 from aevae_jax.nn.total_correlation import mws_decomposition
 
@@ -72,16 +72,4 @@ def make_beta_tc_vae(cfg, spec, opts: BetaTCVAEOptions) -> Model:
         value = recon + weighted
         return value, {"recon": recon, **d}
 
-    return dataclasses.replace(parts.model("beta_tc_vae", loss), test_loss=_elbo(parts))
-
-
-def _elbo(parts):
-    """The per-image negative ELBO: the per-epoch test objective (the MWS parts are
-    statistics of a batch)."""
-
-    def test_loss(params, batch, key, step):
-        del step
-        recon, kl = parts.elbo_terms(params, batch, key)
-        return batch_mean(recon + kl), {"recon": batch_mean(recon), "kl": batch_mean(kl)}
-
-    return test_loss
+    return dataclasses.replace(parts.model("beta_tc_vae", loss), test_loss=neg_elbo_loss(parts))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The eight experiments of experiments/README.md with their defaults, one after the
+# The experiments of experiments/README.md with their defaults, one after the
 # other (they share trained models through runs/experiments/cache, so the order decides
 # which one trains a shared model: the README's runtimes are for this order). Each writes
 # experiments/results/<name>/; a log per experiment goes to runs/experiments/logs/.
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=(latent_2d denoising uncertainty rate_distortion generation \
-  augmentation representation anomaly)
+  augmentation representation anomaly disentanglement)
 mkdir -p runs/experiments/logs
 for name in "${names[@]}"; do
   start=$(date +%s)

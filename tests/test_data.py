@@ -337,7 +337,7 @@ def test_describe_npz_equals_the_loaded_shape(tmp_path):
 def test_describe_built_in_data_sets(fashion_mnist):
     assert describe_dataset("fashion_mnist") == describe_arrays(fashion_mnist)
     assert describe_dataset(PHOTOS_NAME) == describe_arrays(load_sklearn_photos())
-    assert set(KNOWN_SHAPES) == {*TFDS_NAMES, PHOTOS_NAME}
+    assert set(KNOWN_SHAPES) == {*TFDS_NAMES, PHOTOS_NAME, "sprites"}  # test_sprites.py: its shape
     with pytest.raises(UserError) as described:
         describe_dataset("imagenet")
     with pytest.raises(UserError) as loaded:

@@ -34,12 +34,18 @@ def bernoulli_nll_by_hand(logits, x):
     return -(x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(len(x), -1).sum(1)
 
 
-def elbo_terms_by_hand(model, params, batch, key):
-    """(recon [B], analytic KL [B]) of a Gaussian-latent model with z drawn from `key`."""
+def posterior_draw_by_hand(model, params, batch, key):
+    """(z, mean, log_var) [B, L] in float64: the Gaussian posterior's moments and one
+    reparameterised draw with the noise of `key`."""
     q = model.encode(params, batch)
     mean, log_var = np.asarray(q.code, np.float64), np.asarray(q.log_var, np.float64)
     eps = np.asarray(jax.random.normal(key, q.code.shape), np.float64)
-    z = mean + np.exp(0.5 * log_var) * eps
+    return mean + np.exp(0.5 * log_var) * eps, mean, log_var
+
+
+def elbo_terms_by_hand(model, params, batch, key):
+    """(recon [B], analytic KL [B]) of a Gaussian-latent model with z drawn from `key`."""
+    z, mean, log_var = posterior_draw_by_hand(model, params, batch, key)
     logits = model.decode(params, jnp.asarray(z, jnp.float32), batch.y)
     recon = bernoulli_nll_by_hand(logits, batch.x)
     kl = 0.5 * (np.exp(log_var) + mean**2 - 1 - log_var).sum(1)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import bernoulli_nll_by_hand, build, elbo_terms_by_hand
+from helpers import bernoulli_nll_by_hand, build, elbo_terms_by_hand, posterior_draw_by_hand
 from scipy.special import logsumexp
 from scipy.stats import norm
 
@@ -81,9 +81,7 @@ def test_beta_tc_vae_loss_by_hand_and_its_vae_corner():
                                  dataset_size=100)  # fmt: skip
     key = jax.random.key(3)
     value, metrics = model.loss(params, batch, key, 0)
-    q = model.encode(params, batch)
-    mean, log_var = np.asarray(q.code, np.float64), np.asarray(q.log_var, np.float64)
-    z = mean + np.exp(0.5 * log_var) * np.asarray(jax.random.normal(key, q.code.shape))
+    z, mean, log_var = posterior_draw_by_hand(model, params, batch, key)
     recon = bernoulli_nll_by_hand(model.decode(params, jnp.asarray(z, jnp.float32)), batch.x)
     log_qz, log_qzd = mixture_by_hand(z, mean, log_var, np.log(100 * 6))
     log_q = norm.logpdf(z, mean, np.exp(0.5 * log_var)).sum(1)
@@ -137,8 +135,7 @@ def test_factor_vae_loss_by_hand_and_its_players_gradients():
     value, metrics = model.loss(params, batch, key, 0)
     k_z, k_perm = jax.random.split(key)
     recon, kl = elbo_terms_by_hand(model, params, batch, k_z)
-    q = model.encode(params, batch)
-    z = q.code + jnp.exp(0.5 * q.log_var) * jax.random.normal(k_z, q.code.shape)
+    z, _, _ = posterior_draw_by_hand(model, params, batch, k_z)
 
     def logit(v):  # the discriminator's two ReLU layers and its output, by hand
         h = np.asarray(v, np.float64)
@@ -150,7 +147,7 @@ def test_factor_vae_loss_by_hand_and_its_players_gradients():
         return h[:, 0]
 
     tc = logit(z)
-    d_joint, d_product = logit(z), logit(permute_dims(k_perm, z))
+    d_joint, d_product = logit(z), logit(permute_dims(k_perm, jnp.asarray(z, jnp.float32)))
     disc = np.log1p(np.exp(-d_joint)) + np.log1p(np.exp(d_product))
     expected = np.mean(recon + kl + 3.0 * tc + disc)
     assert float(value) == pytest.approx(expected, rel=1e-4)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from aevae_jax.errors import require
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Model
-from aevae_jax.models.vae import gaussian_latent
+from aevae_jax.models.vae import gaussian_latent, neg_elbo_loss
 from aevae_jax.nn.likelihoods import batch_mean
 
 
@@ -80,12 +80,7 @@ def make_dip_vae(name: str, variant: str):
             value = batch_mean(recon + kl) + penalty
             return value, {"recon": batch_mean(recon), "kl": batch_mean(kl), "dip": penalty}
 
-        def test_loss(params, batch, key, step):
-            del step
-            recon, kl = parts.elbo_terms(params, batch, key)
-            return batch_mean(recon + kl), {"recon": batch_mean(recon), "kl": batch_mean(kl)}
-
-        return dataclasses.replace(parts.model(name, loss), test_loss=test_loss)
+        return dataclasses.replace(parts.model(name, loss), test_loss=neg_elbo_loss(parts))
 
     return make
 

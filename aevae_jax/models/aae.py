@@ -56,6 +56,20 @@ def discriminator_losses(d_real: jax.Array, d_fake: jax.Array) -> jax.Array:
     return jax.nn.softplus(-d_real) + jax.nn.softplus(d_fake)
 
 
+def mlp_critic(width: int, cfg):
+    """(init(key, dim) -> params, logits(params, z [B, dim]) -> [B]): the discriminator on
+    codes that the AAE and FactorVAE use, an MLP with two hidden layers of `width`."""
+    disc = MLPEncoder((width, width), 1, cfg.activation, cfg.init)
+
+    def init(key, dim):
+        return disc.init(key, jnp.zeros((1, dim)))["params"]
+
+    def logits(params, z):
+        return disc.apply({"params": params}, z)[:, 0]
+
+    return init, logits
+
+
 def generator_losses(d_fake: jax.Array) -> jax.Array:
     """[B] the non-saturating generator loss -log D(fake) from logits."""
     return jax.nn.softplus(-d_fake)
@@ -77,16 +91,12 @@ def make_aae(cfg, spec, opts: AAEOptions) -> Model:
     """Adversarial AE: a discriminator on the code pushes q(z) towards N(0, I)."""
     likelihood = get_likelihood(cfg.likelihood)
     net = make_backbone_fns(cfg, spec.image_shape, encoder_out=cfg.latent_dim)
-    disc = MLPEncoder((opts.disc_hidden, opts.disc_hidden), 1, cfg.activation, cfg.init)
+    critic_init, critic = mlp_critic(opts.disc_hidden, cfg)
 
     def init(key, batch):
         k_net, k_disc = jax.random.split(key)
         params = net.init(k_net, batch.x)
-        z = jnp.zeros((batch.x.shape[0], cfg.latent_dim))
-        return {**params, "discriminator": disc.init(k_disc, z)["params"]}
-
-    def critic(disc_params, z):
-        return disc.apply({"params": disc_params}, z)[:, 0]
+        return {**params, "discriminator": critic_init(k_disc, cfg.latent_dim)}
 
     def encode(params, batch):
         return Encoding(net.encoder(params, batch.x))

@@ -25,10 +25,9 @@ import optax
 
 from aevae_jax.errors import require
 from aevae_jax.models import register
-from aevae_jax.models.aae import discriminator_losses
+from aevae_jax.models.aae import discriminator_losses, mlp_critic
 from aevae_jax.models.base import Claim, Model
 from aevae_jax.models.vae import gaussian_latent, neg_elbo_loss
-from aevae_jax.nn.backbones import MLPEncoder
 from aevae_jax.nn.likelihoods import batch_mean, kl_to_std_normal, reparameterize
 from aevae_jax.nn.optim import make_optimizer, param_groups
 
@@ -84,16 +83,11 @@ CLAIMS = (
 def make_factor_vae(cfg, spec, opts: FactorVAEOptions) -> Model:
     """FactorVAE: a discriminator on permuted codes estimates the total correlation."""
     parts = gaussian_latent(cfg, spec)
-    disc = MLPEncoder((opts.disc_hidden, opts.disc_hidden), 1, cfg.activation, cfg.init)
+    critic_init, critic = mlp_critic(opts.disc_hidden, cfg)  # logit D: z from q(z)
 
     def init(key, batch):
         k_net, k_disc = jax.random.split(key)
-        params = parts.init(k_net, batch)
-        z = jnp.zeros((batch.x.shape[0], cfg.latent_dim))
-        return {**params, "discriminator": disc.init(k_disc, z)["params"]}
-
-    def critic(disc_params, z):
-        return disc.apply({"params": disc_params}, z)[:, 0]  # logit D: z from q(z)
+        return {**parts.init(k_net, batch), "discriminator": critic_init(k_disc, cfg.latent_dim)}
 
     def loss(params, batch, key, step):
         del step

@@ -52,6 +52,23 @@ def elbo_terms_by_hand(model, params, batch, key):
     return recon, kl
 
 
+def log_weights_by_hand(model, params, batch, key, k):
+    """[k, B] float64: log p(x|z) + log N(z; 0, I) - log q(z|x) of a Gaussian-latent model
+    at the k draws that `key` gives log_importance_weights."""
+    q = model.encode(params, batch)
+    mean, log_var = np.asarray(q.code, np.float64), np.asarray(q.log_var, np.float64)
+    eps = np.asarray(jax.random.normal(key, (k, *q.code.shape)), np.float64)
+    z = mean + np.exp(0.5 * log_var) * eps  # [k, B, L]
+    out = []
+    for j in range(k):
+        logits = model.decode(params, jnp.asarray(z[j], jnp.float32), batch.y)
+        log_px = -bernoulli_nll_by_hand(logits, batch.x)
+        log_pz = (-0.5 * (np.log(2 * np.pi) + z[j] ** 2)).sum(1)
+        log_q = (-0.5 * (np.log(2 * np.pi) + log_var + (z[j] - mean) ** 2 / np.exp(log_var))).sum(1)
+        out.append(log_px + log_pz - log_q)
+    return np.stack(out)
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import TINY, bernoulli_nll_by_hand, build, elbo_terms_by_hand
+from helpers import TINY, bernoulli_nll_by_hand, build, elbo_terms_by_hand, log_weights_by_hand
 from scipy.special import logsumexp
 
 from aevae_jax.config import ModelConfig, OptimConfig
@@ -130,21 +130,6 @@ def test_beta_vae_loss_by_hand_at_a_warm_up_step():
 
 
 # ----------------------------------------------------------------- IWAE
-
-
-def log_weights_by_hand(model, params, batch, key, k):
-    q = model.encode(params, batch)
-    mean, log_var = np.asarray(q.code, np.float64), np.asarray(q.log_var, np.float64)
-    eps = np.asarray(jax.random.normal(key, (k, *q.code.shape)), np.float64)
-    z = mean + np.exp(0.5 * log_var) * eps  # [k, B, L]
-    out = []
-    for j in range(k):
-        logits = model.decode(params, jnp.asarray(z[j], jnp.float32), batch.y)
-        log_px = -bernoulli_nll_by_hand(logits, batch.x)
-        log_pz = (-0.5 * (np.log(2 * np.pi) + z[j] ** 2)).sum(1)
-        log_q = (-0.5 * (np.log(2 * np.pi) + log_var + (z[j] - mean) ** 2 / np.exp(log_var))).sum(1)
-        out.append(log_px + log_pz - log_q)
-    return np.stack(out)
 
 
 def test_iwae_loss_is_the_k_sample_bound_by_hand():

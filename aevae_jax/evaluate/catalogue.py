@@ -92,6 +92,8 @@ CATALOGUE: tuple[Metric, ...] = (
        "gaussian_codes", 2, compared=True, layer="z1"),
     _M("elbo_gap", "-ELBO minus (distortion + KL): zero within noise when the KL is the rate",
        "nats", None, None, "likelihood"),
+    _M("test_inference_gap", "inference gap (-ELBO minus the IWAE NLL)", "nats", "lower",
+       "inference_gap", "likelihood", 2, compared=True),
     _M("test_bpd", "bits per dimension (-ELBO)", "bits/dim", "lower", None, "likelihood", 3),
     _M("iwae_k", "importance samples of the NLL", "samples", None, None, "likelihood", 0),
     _M("test_total_correlation", "total correlation of q(z) (the mixture of the test "

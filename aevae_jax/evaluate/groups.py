@@ -292,6 +292,10 @@ def likelihood(ctx: Context) -> None:
     ctx.per_image["nll_iwae"] = -np.asarray(iwae)
     ctx.metrics["test_nll_iwae"] = float(np.mean(ctx.per_image["nll_iwae"]))
     ctx.metrics["iwae_k"] = int(k)
+    # How far the encoder's q(z|x) is from p(z|x): KL(q || p(z|x)) = log p(x) - ELBO, with
+    # the IWAE estimate for log p(x) (an underestimate of the gap at finite K).
+    ctx.per_image["inference_gap"] = ctx.per_image["neg_elbo"] - ctx.per_image["nll_iwae"]
+    ctx.metrics["test_inference_gap"] = float(np.mean(ctx.per_image["inference_gap"]))
     data = model.likelihood.data
     eight_bit = data == "8bit" and ctx.dataset.x_test.dtype == np.uint8  # levels k / 255
     if eight_bit or (data == "binary" and ctx.binarize != "none"):

@@ -145,7 +145,7 @@ def gaussian_codes(ctx: Context) -> None:
         suffix = "" if j == 1 else f"_z{j}"
         ctx.metrics.update({k + suffix: v for k, v in posterior_shape(layer).items()})
     ctx.per_image.update({"kl": kl, "distortion": dist})
-    if ctx.keys.get("tc") is not None:
+    if ctx.keys.get("tc") is not None and enc.log_var is not None:
         tc = total_correlation_of(enc, ctx.keys["tc"])
         ctx.metrics["test_total_correlation"] = float(np.mean(tc))
         ctx.per_image["total_correlation"] = tc
@@ -171,7 +171,10 @@ def gaussian_code_metrics(model: Model, params, enc: Encoding, x, y, key, chunk:
 
 
 def posterior_shape(enc: Encoding) -> dict:
-    """Active units and posterior widths of one diagonal-Gaussian layer."""
+    """Active units and posterior widths of one diagonal-Gaussian layer (active units
+    alone for a posterior that is not one, such as a flow's)."""
+    if enc.log_var is None:
+        return {"active_units": int(M.active_units(enc.code))}
     std = jnp.mean(jnp.exp(0.5 * enc.log_var), axis=0)  # [L]
     active = jnp.var(enc.code, axis=0) > 0.01
     return {
@@ -184,17 +187,21 @@ def posterior_shape(enc: Encoding) -> dict:
 
 
 def distortion(ctx: Context) -> np.ndarray:
-    """Per image, one-sample E_q[-log p(x|z)] through the bottom layer's q(z1|x)."""
+    """Per image, one-sample E_q[-log p(x|z)] through the bottom layer's q(z1|x) (a draw of
+    `Model.posterior` where the Encoding is not a diagonal Gaussian)."""
     model, enc = ctx.model, ctx.enc_test
 
     def one_draw(context, mean, log_var, xi, yi, i):
         p, key_ = context
-        z = reparameterize(jax.random.fold_in(key_, i), mean, log_var)
+        if enc.log_var is None:
+            z = model.posterior(p, one(xi, yi), jax.random.fold_in(key_, i))[0][0]
+        else:
+            z = reparameterize(jax.random.fold_in(key_, i), mean, log_var)
         return model.likelihood.nll(
             model.decode(p, z[None], None if yi is None else yi[None]), xi[None]
         )[0]
 
-    arrays = (enc.code, enc.log_var, *ctx.test)
+    arrays = (enc.code, _log_var_or_zeros(enc), *ctx.test)
     return np.asarray(ctx.split_map(one_draw, (ctx.params, ctx.keys["distortion"]), arrays))
 
 
@@ -221,8 +228,14 @@ def rate(ctx: Context) -> np.ndarray:
         keys = jax.random.split(jax.random.fold_in(key_, i), RATE_SAMPLES)
         return jnp.mean(jax.vmap(lambda k: draw(p, mean, log_var, xi, yi, k))(keys))
 
-    arrays = (enc.code, enc.log_var, *ctx.test)
+    arrays = (enc.code, _log_var_or_zeros(enc), *ctx.test)
     return np.asarray(ctx.split_map(mc, (ctx.params, ctx.keys["rate"]), arrays))
+
+
+def _log_var_or_zeros(enc: Encoding) -> jax.Array:
+    """The Encoding's log-variances, or zeros in their place where `Model.posterior`
+    describes q(z|x) instead (the per-image maps take arrays, not None)."""
+    return jnp.zeros_like(enc.code) if enc.log_var is None else enc.log_var
 
 
 # ------------------------------------------------------------------ code distribution
@@ -389,6 +402,13 @@ DISENTANGLEMENT_KEYS = ("mig", "sap", "dci_disentanglement", "dci_completeness",
                         "dci_informativeness", "factorvae_score", "mig_per_factor")  # fmt: skip
 
 
+def _continuous_posterior(ctx: Context) -> bool:
+    """A diagonal Gaussian q(z|x), or one that `Model.posterior` draws (a flow's)."""
+    return ctx.enc_test.log_var is not None or (
+        ctx.model.posterior is not None and ctx.enc_test.indices is None
+    )
+
+
 def _has_factors(ctx: Context) -> bool:
     return getattr(ctx.dataset, "factors_test", None) is not None and ctx.enc_test.indices is None
 
@@ -404,7 +424,7 @@ def _labelled(ctx: Context) -> bool:
 # In order; catalogue.py names each metric's group.
 GROUPS: tuple[Group, ...] = (
     Group("reconstruction", lambda ctx: True, reconstruction),
-    Group("gaussian_codes", lambda ctx: ctx.enc_test.log_var is not None, gaussian_codes),
+    Group("gaussian_codes", _continuous_posterior, gaussian_codes),
     Group("code_distribution", lambda ctx: ctx.enc_test.indices is None, code_distribution),
     Group("codebook", _discrete, codebook),
     Group("model_report", lambda ctx: ctx.model.code_report is not None, model_report),

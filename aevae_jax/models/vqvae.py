@@ -36,6 +36,7 @@ from aevae_jax.errors import require
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Encoding, Model, Stage, make_backbone_fns
 from aevae_jax.nn.likelihoods import batch_mean, get_likelihood
+from aevae_jax.nn.masked import autoregressive_masks, masked_dense
 from aevae_jax.nn.optim import frozen, make_optimizer, param_groups
 
 
@@ -127,25 +128,10 @@ class MADE(nn.Module):
     def __call__(self, indices: jax.Array) -> jax.Array:  # [B, P] int -> [B, P, K]
         p, k, h = self.positions, self.classes, self.hidden
         x = jax.nn.one_hot(indices, k).reshape(indices.shape[0], p * k)
-        d_in = np.repeat(np.arange(1, p + 1), k)
-        d_hidden = np.arange(h) % max(p - 1, 1) + 1
-        m1 = (d_hidden[None, :] >= d_in[:, None]).astype(np.float32)
-        m2 = (d_hidden[None, :] >= d_hidden[:, None]).astype(np.float32)
-        m3 = (d_in[None, :] > d_hidden[:, None]).astype(np.float32)
-        a = nn.relu(_masked_dense(self, "hidden_0", x, m1))
-        a = nn.relu(_masked_dense(self, "hidden_1", a, m2))
-        return _masked_dense(self, "logits", a, m3).reshape(-1, p, k)
-
-
-def _masked_dense(module: nn.Module, name: str, x, mask):
-    fan_in = np.maximum(mask.sum(0), 1)
-    w = module.param(
-        f"{name}_kernel",
-        lambda key, shape: jax.random.normal(key, shape) * mask / np.sqrt(fan_in),
-        mask.shape,
-    )
-    b = module.param(f"{name}_bias", nn.initializers.zeros, (mask.shape[1],))
-    return x @ (w * mask) + b
+        m1, m2, m3 = autoregressive_masks(np.repeat(np.arange(1, p + 1), k), h)
+        a = nn.relu(masked_dense(self, "hidden_0", x, m1))
+        a = nn.relu(masked_dense(self, "hidden_1", a, m2))
+        return masked_dense(self, "logits", a, m3).reshape(-1, p, k)
 
 
 def made_log_prob(made: MADE, params, indices: jax.Array) -> jax.Array:

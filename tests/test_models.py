@@ -61,7 +61,7 @@ def test_every_model_builds_on_both_backbones(name, backbone, shape, likelihood)
                 "two_stage_vae", "info_vae", "beta_tc_vae", "factor_vae", "dip_vae_i",
                 "dip_vae_ii", "miwae", "ciwae", "piwae")  # fmt: skip
     assert (enc.log_var is not None) == (name in gaussian)
-    assert (enc.indices is not None) == (name == "vqvae")
+    assert (enc.indices is not None) == (name in ("vqvae", "fsq", "rq_vae", "gumbel_vae"))
     outputs = (*shape[:-1], shape[-1] * model.likelihood.channels)
     assert model.likelihood.channels == (2 if likelihood == "logistic" else 1)
     assert model.decode(params, enc.code, batch.y).shape == (3, *outputs)

@@ -188,18 +188,57 @@ class VQParts:
             codebook = {"count": jnp.ones(self.k), "sum": vectors}
         else:
             codebook = {"vectors": vectors}
-        prior = self.made.init(k_prior, jnp.zeros((1, self.positions), jnp.int32))["params"]
+        prior = self.made.init(k_prior, jnp.zeros((1, self.made.positions), jnp.int32))["params"]
         return {**params, "codebook": codebook, "prior": prior}
 
     def vectors_of(self, params):
         book = params["codebook"]
         return ema_codebook(book) if self.opts.ema else book["vectors"]
 
+    # The quantiser: what a variant of this model (residual, finite scalar) replaces.
+
+    def quantise(self, params, z_e):
+        """(indices [B, P, ...] int, z_q [B, P, dim]) of the encoder's vectors [B, P, dim]."""
+        return quantize(z_e, self.vectors_of(params))
+
+    def dequantise(self, params, indices):
+        """z_q [B, P, dim] of code indices [B, P, ...]."""
+        return self.vectors_of(params)[indices]
+
+    def code_terms(self, params, z_e, indices, z_q):
+        """(per-example loss [B], a scalar to add to the batch mean, metrics) of the
+        quantiser beside the reconstruction: the commitment, and the codebook's own term."""
+        commit = jnp.sum((z_e - jax.lax.stop_gradient(z_q)) ** 2, axis=(1, 2))
+        book, metrics = self.codebook_terms(params, [(indices, z_e)])
+        return self.opts.commitment * commit, book, {"commitment": batch_mean(commit), **metrics}
+
+    def codebook_terms(self, params, assigned):
+        """(a scalar to add to the batch mean, metrics): the codebook's loss, or with `ema`
+        its moving-average pull, over `assigned` pairs (indices [B, P], the vectors
+        [B, P, dim] they were assigned from)."""
+        if self.opts.ema:
+            counts = sum(jnp.sum(jax.nn.one_hot(i.reshape(-1), self.k), 0) for i, _ in assigned)
+            sums = sum(
+                jax.nn.one_hot(i.reshape(-1), self.k).T
+                @ jax.lax.stop_gradient(v.reshape(-1, self.dim))
+                for i, v in assigned
+            )
+            book = params["codebook"]
+            pull = ema_pull(book["count"], counts, self.opts.ema_decay)
+            return pull + ema_pull(book["sum"], sums, self.opts.ema_decay), {}
+        codebook_loss = sum(
+            jnp.sum((jax.lax.stop_gradient(v) - self.vectors_of(params)[i]) ** 2, axis=(1, 2))
+            for i, v in assigned
+        )
+        return batch_mean(codebook_loss), {"codebook": batch_mean(codebook_loss)}
+
+    # What every quantiser shares.
+
     def encoder_out(self, params, x):
         return self.net.encoder(params, x).reshape(x.shape[0], self.positions, self.dim)
 
     def encode(self, params, batch):
-        indices, z_q = quantize(self.encoder_out(params, batch.x), self.vectors_of(params))
+        indices, z_q = self.quantise(params, self.encoder_out(params, batch.x))
         return Encoding(z_q.reshape(z_q.shape[0], -1), indices=indices.astype(jnp.int32))
 
     def decode(self, params, code, y=None):
@@ -208,21 +247,11 @@ class VQParts:
     def loss(self, params, batch, key, step):
         del key, step
         z_e = self.encoder_out(params, batch.x)
-        indices, z_q = quantize(z_e, self.vectors_of(params))
+        indices, z_q = self.quantise(params, z_e)
         recon = self.likelihood.nll(self.decode(params, straight_through(z_e, z_q)), batch.x)
-        commit = jnp.sum((z_e - jax.lax.stop_gradient(z_q)) ** 2, axis=(1, 2))
-        value = batch_mean(recon + self.opts.commitment * commit)
-        metrics = {"recon": batch_mean(recon), "commitment": batch_mean(commit)}
-        if self.opts.ema:
-            one_hot = jax.nn.one_hot(indices.reshape(-1), self.k)  # [B * P, K]
-            flat = jax.lax.stop_gradient(z_e.reshape(-1, self.dim))
-            book = params["codebook"]
-            value = value + ema_pull(book["count"], jnp.sum(one_hot, 0), self.opts.ema_decay)
-            value = value + ema_pull(book["sum"], one_hot.T @ flat, self.opts.ema_decay)
-        else:
-            codebook_loss = jnp.sum((jax.lax.stop_gradient(z_e) - z_q) ** 2, axis=(1, 2))
-            value = value + batch_mean(codebook_loss)
-            metrics["codebook"] = batch_mean(codebook_loss)
+        terms, book, metrics = self.code_terms(params, z_e, indices, z_q)
+        value = batch_mean(recon + terms) + book
+        metrics = {"recon": batch_mean(recon), **metrics}
         usage = jnp.mean(jax.nn.one_hot(indices.reshape(-1), self.k), axis=0)
         metrics["batch_perplexity"] = jnp.exp(-jnp.sum(usage * jnp.log(usage + 1e-12)))
         return value, metrics
@@ -230,20 +259,47 @@ class VQParts:
     def prior_loss(self, params, batch, key, step):
         del key, step
         indices = self.encode(jax.lax.stop_gradient(params), batch).indices
-        nll = -made_log_prob(self.made, params["prior"], indices)
+        nll = -made_log_prob(self.made, params["prior"], indices.reshape(indices.shape[0], -1))
         return batch_mean(nll), {"prior_nll": batch_mean(nll)}
 
     def log_importance_weights(self, params, batch, key, n):
         del key  # q(z|x) is a point mass: every sample is the same
         enc = self.encode(params, batch)
         log_px = -self.likelihood.nll(self.decode(params, enc.code), batch.x)
-        log_w = log_px + made_log_prob(self.made, params["prior"], enc.indices)
+        flat = enc.indices.reshape(enc.indices.shape[0], -1)
+        log_w = log_px + made_log_prob(self.made, params["prior"], flat)
         return jnp.broadcast_to(log_w, (n, *log_w.shape))
 
     def sample(self, params, key, n, y=None):
-        indices = made_sample(self.made, params["prior"], key, n)
-        z_q = self.vectors_of(params)[indices]
+        flat = made_sample(self.made, params["prior"], key, n)
+        indices = flat.reshape(n, self.positions, *self.index_grid)
+        z_q = self.dequantise(params, indices)
         return self.likelihood.mean(self.decode(params, z_q))
+
+    def model(self, name: str, spec) -> Model:
+        """The Model of these parts: a point posterior on the quantised code, the prior
+        over its indices trained as a second stage."""
+        return Model(
+            name=name,
+            spec=spec,
+            code_shape=(self.positions * self.dim,),
+            likelihood=self.likelihood,
+            init=self.init,
+            loss=self.loss,
+            encode=self.encode,
+            decode=self.decode,
+            sample=self.sample,
+            log_importance_weights=self.log_importance_weights,
+            optimizer=self.main_optimizer,
+            stages=(Stage("prior", self.prior_loss, self.prior_optimizer, self.opts.prior_epochs),),
+            num_codes=self.k,
+            point_posterior=True,
+        )
+
+    @property
+    def index_grid(self) -> tuple[int, ...]:
+        """The index axes of each position beyond the first (the residual depth)."""
+        return ()
 
     def main_optimizer(self, optim_cfg, total_steps):
         groups = {"model": make_optimizer(optim_cfg, total_steps), "prior": frozen()}
@@ -266,19 +322,4 @@ def make_vqvae(cfg, spec, opts: VQVAEOptions) -> Model:
     net = make_backbone_fns(cfg, spec.image_shape, positions * dim, code_dim=positions * dim)
     v = VQParts(get_likelihood(cfg.likelihood), positions, dim, k, net,
                 MADE(positions, k, opts.prior_hidden), opts)  # fmt: skip
-    return Model(
-        name="vqvae",
-        spec=spec,
-        code_shape=(positions * dim,),
-        likelihood=v.likelihood,
-        init=v.init,
-        loss=v.loss,
-        encode=v.encode,
-        decode=v.decode,
-        sample=v.sample,
-        log_importance_weights=v.log_importance_weights,
-        optimizer=v.main_optimizer,
-        stages=(Stage("prior", v.prior_loss, v.prior_optimizer, opts.prior_epochs),),
-        num_codes=k,
-        point_posterior=True,
-    )
+    return v.model("vqvae", spec)

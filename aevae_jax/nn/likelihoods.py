@@ -79,6 +79,13 @@ def kl_to_std_normal(mean: jax.Array, log_var: jax.Array) -> jax.Array:
     return 0.5 * (jnp.expm1(log_var) - log_var + mean**2)
 
 
+def kl_diag_gaussians(mean_q, log_var_q, mean_p, log_var_p) -> jax.Array:
+    """Per-dimension KL(N(mean_q, exp(log_var_q)) || N(mean_p, exp(log_var_p))): [..., D];
+    with mean_p = log_var_p = 0 it is `kl_to_std_normal`."""
+    d = log_var_q - log_var_p
+    return 0.5 * (jnp.expm1(d) - d + (mean_q - mean_p) ** 2 * jnp.exp(-log_var_p))
+
+
 def log_mean_exp(a: jax.Array, axis: int = 0) -> jax.Array:
     """log((1/K) sum_k exp(a_k)) along `axis`, computed stably."""
     return jax.nn.logsumexp(a, axis=axis) - math.log(a.shape[axis])

@@ -59,7 +59,7 @@ def test_every_model_builds_on_both_backbones(name, backbone, shape, likelihood)
     assert enc.code.shape == (3, *model.code_shape)
     gaussian = ("vae", "dvae", "beta_vae", "iwae", "cvae", "vamp_vae", "two_layer_vae",
                 "two_stage_vae", "info_vae", "beta_tc_vae", "factor_vae", "dip_vae_i",
-                "dip_vae_ii", "miwae", "ciwae", "piwae", "ladder_vae")  # fmt: skip
+                "dip_vae_ii", "miwae", "ciwae", "piwae", "ladder_vae", "hvae")  # fmt: skip
     assert (enc.log_var is not None) == (name in gaussian)
     assert (enc.indices is not None) == (name in ("vqvae", "fsq", "rq_vae", "gumbel_vae"))
     outputs = (*shape[:-1], shape[-1] * model.likelihood.channels)

@@ -11,7 +11,10 @@ parameter moves by which rule is the optimiser's business, not the trainer's.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from aevae_jax.config import OptimConfig
@@ -75,3 +78,32 @@ def _label_tree(tree, label: str):
     import jax
 
     return jax.tree.map(lambda _: label, tree)
+
+
+class SkipState(NamedTuple):
+    inner: optax.OptState
+    skipped: jax.Array  # int32: steps skipped so far
+
+
+def skip_large_gradients(
+    inner: optax.GradientTransformation, max_norm: float
+) -> optax.GradientTransformation:
+    """`inner`, except that a step whose gradient has a global norm above `max_norm` (or a
+    non-finite one) is skipped: zero updates and `inner`'s state unchanged; `skipped`
+    counts them. The guard of deep hierarchical VAEs (Child 2021), whose rare huge
+    gradients would otherwise undo training. max_norm = inf: never skips."""
+
+    def init(params):
+        return SkipState(inner.init(params), jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        norm = optax.global_norm(updates)
+        skip = jnp.logical_or(norm > max_norm, ~jnp.isfinite(norm))
+        new_updates, new_inner = inner.update(updates, state.inner, params)
+        pick = lambda old, new: jnp.where(skip, old, new)
+        zeros = jax.tree.map(jnp.zeros_like, new_updates)
+        return jax.tree.map(pick, zeros, new_updates), SkipState(
+            jax.tree.map(pick, state.inner, new_inner), state.skipped + skip.astype(jnp.int32)
+        )
+
+    return optax.GradientTransformation(init, update)

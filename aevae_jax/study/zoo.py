@@ -33,7 +33,7 @@ from aevae_jax.writing import write_json, write_text
 ORDER = ("ae", "dae", "sparse_ae", "mae", "rae_l2", "rae_gp", "wae", "vae", "dvae", "beta_vae",
          "beta_tc_vae", "factor_vae", "dip_vae_i", "dip_vae_ii", "iwae", "miwae", "ciwae",
          "piwae", "planar_vae", "iaf_vae", "info_vae", "vamp_vae", "two_layer_vae",
-         "ladder_vae", "two_stage_vae", "cvae", "vqvae", "rq_vae", "fsq", "gumbel_vae",
+         "ladder_vae", "hvae", "two_stage_vae", "cvae", "vqvae", "rq_vae", "fsq", "gumbel_vae",
          "aae")  # fmt: skip
 
 

@@ -56,6 +56,10 @@ def test_iaf_step_is_autoregressive_and_its_log_det_is_the_jacobians():
         one = jax.jacfwd(lambda v, c, o=out: step.apply(params, v[None], c[None])[o][0])
         jac = np.asarray(jax.vmap(one)(z, h))  # [B, L, L]
         assert np.all(np.triu(jac) == 0) and np.any(np.tril(jac, -1) != 0)
+    # Every output, the first (which sees no z) too, depends on the encoder's context.
+    for out in (0, 1):
+        one = jax.jacfwd(lambda c, v, o=out: step.apply(params, v[None], c[None])[o][0])
+        assert np.all(np.abs(np.asarray(jax.vmap(one)(h, z))).sum(-1) > 0)
     iaf = IAF(3, 16)
     p = iaf.init(jax.random.key(4), z, h)
     out, log_det = iaf.apply(p, z, h)

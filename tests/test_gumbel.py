@@ -9,12 +9,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import bernoulli_nll_by_hand, build
+from helpers import TINY, bernoulli_nll_by_hand, build
 from scipy.special import logsumexp
 
+from aevae_jax.config import ModelConfig
 from aevae_jax.errors import UserError
 from aevae_jax.evaluate.scores import iwae_log_likelihood
+from aevae_jax.models.base import make_backbone_fns
 from aevae_jax.models.gumbel_vae import GumbelOptions, gumbel_softmax, kl_to_uniform, temperature
+
+
+def posterior_probs(params, batch, k):
+    """q(c|x) [B, 3, k] of build("gumbel_vae", categories=k), from its encoder's logits."""
+    cfg = ModelConfig(name="gumbel_vae", hidden=(16,), latent_dim=3)
+    net = make_backbone_fns(cfg, TINY.image_shape, encoder_out=3 * k, code_dim=3 * k)
+    logits = np.asarray(net.encoder(params, batch.x), np.float64).reshape(len(batch.x), 3, k)
+    return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
 
 
 def test_relaxation_limits_and_the_gumbel_max_frequencies():
@@ -60,8 +70,10 @@ def test_loss_by_hand():
     model, params, batch = build("gumbel_vae", categories=4, tau_init=0.8, tau_rate=0.0)
     key = jax.random.key(4)
     loss, metrics = model.loss(params, batch, key, 7)
-    logits = np.asarray(model.encode(params, batch).code, np.float64)  # probabilities
-    q = logits.reshape(6, 3, 4)
+    q = posterior_probs(params, batch, 4)
+    # The code is the one-hot most probable class of each variable.
+    one_hot = np.eye(4)[q.argmax(-1)].reshape(6, 12)
+    np.testing.assert_array_equal(model.encode(params, batch).code, one_hot)
     g = np.asarray(jax.random.gumbel(key, (6, 3, 4)), np.float64)
     y = np.exp((np.log(q) + g) / 0.8)
     y /= y.sum(-1, keepdims=True)
@@ -82,7 +94,7 @@ def test_iwae_bound_reaches_the_likelihood_of_every_code_enumerated():
     # Each weight by hand at the model's own draws c ~ q(c|x): log p(x|c) + log p(c) - log q(c|x).
     key = jax.random.key(5)
     log_w = np.asarray(model.log_importance_weights(params, batch, key, 50), np.float64)
-    q = np.asarray(model.encode(params, batch).code, np.float64).reshape(6, 3, 3)
+    q = posterior_probs(params, batch, 3)
     logits = jnp.log(jnp.asarray(q, jnp.float32))
     c = np.asarray(jax.random.categorical(key, logits, shape=(50, 6, 3)))
     index = (c * np.array([9, 3, 1])).sum(-1)  # the enumeration's row of each draw

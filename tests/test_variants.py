@@ -76,6 +76,8 @@ def test_a_train_step_changes_the_weights_and_evaluation_does_not(name):
         later = jax.jit(make_update(stage.loss, stage.tx))(
             new, stage.tx.init(new), batch, jax.random.key(3), 1
         )[0]
+        groups = {"encoder", "decoder", "prior"} | ({"codebook"} if name != "fsq" else set())
+        assert set(new) == groups, (name, set(new))  # FSQ rounds: it has no codebook
         assert changed(new, later) == {group: group == "prior" for group in new}
 
     # Evaluation reads the parameters and never changes them (nor consumes their buffers).

@@ -38,7 +38,7 @@ from aevae_jax.nn.total_correlation import total_correlation
 
 # The named evaluation keys, in order (appending a name keeps every earlier key fixed).
 KEY_NAMES = ("elbo", "iwae", "samples", "expost", "noise", "distortion", "inpaint", "rate",
-             "prior_moments", "report", "gmm", "flow", "tc")  # fmt: skip
+             "prior_moments", "report", "gmm", "flow", "tc", "aggregate")  # fmt: skip
 # Monte Carlo samples per image of the rate, for priors without a closed-form KL.
 RATE_SAMPLES = 16
 # Samples and test images of the precision and recall (their cost grows as the square).
@@ -145,7 +145,7 @@ def gaussian_codes(ctx: Context) -> None:
         suffix = "" if j == 1 else f"_z{j}"
         ctx.metrics.update({k + suffix: v for k, v in posterior_shape(layer).items()})
     ctx.per_image.update({"kl": kl, "distortion": dist})
-    if ctx.keys.get("tc") is not None and enc.log_var is not None:
+    if ctx.keys.get("tc") is not None and _encoding_is_q(ctx):
         tc = total_correlation_of(enc, ctx.keys["tc"])
         ctx.metrics["test_total_correlation"] = float(np.mean(tc))
         ctx.per_image["total_correlation"] = tc
@@ -188,13 +188,14 @@ def posterior_shape(enc: Encoding) -> dict:
 
 def distortion(ctx: Context) -> np.ndarray:
     """Per image, one-sample E_q[-log p(x|z)] through the bottom layer's q(z1|x) (a draw of
-    `Model.posterior` where the Encoding is not a diagonal Gaussian)."""
+    `Model.posterior` where the Encoding is not that diagonal Gaussian itself)."""
     model, enc = ctx.model, ctx.enc_test
+    exact = _encoding_is_q(ctx)
 
     def one_draw(context, mean, log_var, xi, yi, i):
         p, key_ = context
-        if enc.log_var is None:
-            z = model.posterior(p, one(xi, yi), jax.random.fold_in(key_, i))[0][0]
+        if not exact:
+            z = bottom_layer(model.posterior(p, one(xi, yi), jax.random.fold_in(key_, i))[0])[0]
         else:
             z = reparameterize(jax.random.fold_in(key_, i), mean, log_var)
         return model.likelihood.nll(
@@ -232,6 +233,16 @@ def rate(ctx: Context) -> np.ndarray:
     return np.asarray(ctx.split_map(mc, (ctx.params, ctx.keys["rate"]), arrays))
 
 
+def _encoding_is_q(ctx: Context) -> bool:
+    """Whether the Encoding's (code, log_var) is the bottom layer's q(z1|x) itself."""
+    return ctx.enc_test.log_var is not None and not ctx.model.top_down_posterior
+
+
+def bottom_layer(z):
+    """The decoder's layer of a posterior draw (a tuple of layers: its first)."""
+    return z[0] if isinstance(z, tuple) else z
+
+
 def _log_var_or_zeros(enc: Encoding) -> jax.Array:
     """The Encoding's log-variances, or zeros in their place where `Model.posterior`
     describes q(z|x) instead (the per-image maps take arrays, not None)."""
@@ -260,12 +271,14 @@ def code_distribution(ctx: Context) -> None:
     moments, with a bootstrap s.e.), and the codes' Hoyer sparsity."""
     enc = ctx.enc_test
     codes = np.asarray(enc.features)
-    log_var = None if enc.log_var is None else np.asarray(enc.log_var)
+    points, log_var = codes, None if enc.log_var is None else np.asarray(enc.log_var)
+    if ctx.model.posterior is not None and not _encoding_is_q(ctx):
+        points, log_var = posterior_draws(ctx), None  # q(z) by one draw per image
     mu_p, cov_p = prior_moments(ctx)
 
     def fd(idx):
         mu, cov = M.aggregate_posterior_moments(
-            codes[idx], None if log_var is None else log_var[idx]
+            points[idx], None if log_var is None else log_var[idx]
         )
         return M.gaussian_frechet_distance(mu, cov, mu_p, cov_p)
 
@@ -274,6 +287,18 @@ def code_distribution(ctx: Context) -> None:
     if codes.shape[1] > 1:  # sparsity needs more than one unit
         ctx.per_image["code_sparsity"] = M.hoyer_sparsity(codes)
         ctx.metrics["code_sparsity"] = float(np.mean(ctx.per_image["code_sparsity"]))
+
+
+def posterior_draws(ctx: Context) -> np.ndarray:
+    """[N, code size]: one draw of the bottom layer of q(z|x_i) per test image."""
+    model = ctx.model
+
+    def draw(context, xi, yi, i):
+        p, key_ = context
+        z = model.posterior(p, one(xi, yi), jax.random.fold_in(key_, i))[0]
+        return bottom_layer(z)[0].reshape(-1)
+
+    return np.asarray(ctx.split_map(draw, (ctx.params, ctx.keys["aggregate"]), ctx.test))
 
 
 def codebook(ctx: Context) -> None:

@@ -154,6 +154,10 @@ class Model:
     code_report(params, codes, key) -> {name: float}: the model's own numbers about its
         test codes (an Encoding of the whole test split), e.g. a sparse AE's mean
         activation; `key` for any draws it makes.
+    top_down_posterior: q(z|x) is inferred top down, so a layer's posterior depends on
+        draws of the layers above and `Encoding` (code, log_var) shows each layer along
+        the path of their means only: the evaluator draws the distortion from `posterior`
+        and does not treat the Encoding as q (no total correlation from it).
     test_loss: the main stage's objective for one image at a time (the per-epoch test
         runs over the test split image by image), where `loss` uses statistics of the
         whole batch (the sparse AE's KL penalty); None: `loss`.
@@ -178,6 +182,7 @@ class Model:
     posterior: Callable[[Params, Batch, jax.Array], tuple[Any, jax.Array]] | None = None
     code_report: Callable[[Params, Encoding, jax.Array], dict] | None = None
     test_loss: Loss | None = None
+    top_down_posterior: bool = False
 
     @property
     def image_shape(self) -> tuple[int, ...]:

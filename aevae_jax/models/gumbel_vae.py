@@ -10,8 +10,9 @@ The KL to the uniform prior is exact: sum_j sum_k q_jk log(q_jk K).
 
 Evaluation uses the discrete model itself: its importance weights are
 log p(x | c) + log p(c) - log q(c|x) at exact one-hot draws c ~ q(c|x) (so the -ELBO and
-the IWAE NLL bound the likelihood of the discrete latent model), its code is the
-posterior's probabilities, and its indices the most probable class of each variable.
+the IWAE NLL bound the likelihood of the discrete latent model); its code is the one-hot
+most probable class of each variable (what reconstructions decode), its indices those
+classes.
 """
 
 from __future__ import annotations
@@ -109,10 +110,9 @@ def make_gumbel_vae(cfg, spec, opts: GumbelOptions) -> Model:
         return batch_mean(recon + kl), metrics
 
     def encode(params, batch):
-        logits = logits_of(params, batch)
-        probs = jax.nn.softmax(logits, axis=-1)
-        indices = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        return Encoding(probs.reshape(probs.shape[0], n * k), indices=indices)
+        indices = jnp.argmax(logits_of(params, batch), axis=-1).astype(jnp.int32)
+        one_hot = jax.nn.one_hot(indices, k)  # the most probable code, as decoded in training
+        return Encoding(one_hot.reshape(one_hot.shape[0], n * k), indices=indices)
 
     def log_importance_weights(params, batch, key, m):
         logits = logits_of(params, batch)  # [B, n, k]

@@ -310,5 +310,5 @@ def make_hvae(cfg, spec, opts: HVAEOptions) -> Model:
         likelihood=likelihood, init=h.init, loss=h.loss, encode=h.encode, decode=h.decode,
         sample=h.sample, log_importance_weights=h.log_importance_weights,
         optimizer=h.optimizer, prior=Prior(h.prior_log_prob, h.prior_sample),
-        posterior=h.posterior,
+        posterior=h.posterior, top_down_posterior=True,
     )  # fmt: skip

@@ -201,4 +201,5 @@ def make_ladder_vae(cfg, spec, opts: LadderOptions) -> Model:
         init=lad.init, loss=lad.loss, encode=lad.encode, decode=lad.decode, sample=lad.sample,
         log_importance_weights=lad.log_importance_weights,
         prior=Prior(lad.prior_log_prob, lad.prior_sample), posterior=lad.posterior,
+        top_down_posterior=True,
     )  # fmt: skip

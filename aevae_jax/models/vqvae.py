@@ -205,6 +205,10 @@ class VQParts:
         """z_q [B, P, dim] of code indices [B, P, ...]."""
         return self.vectors_of(params)[indices]
 
+    def decoder_input(self, z_e, z_q):
+        """What the decoder reads in training: z_q's value with z_e's gradient."""
+        return straight_through(z_e, z_q)
+
     def code_terms(self, params, z_e, indices, z_q):
         """(per-example loss [B], a scalar to add to the batch mean, metrics) of the
         quantiser beside the reconstruction: the commitment, and the codebook's own term."""
@@ -248,7 +252,7 @@ class VQParts:
         del key, step
         z_e = self.encoder_out(params, batch.x)
         indices, z_q = self.quantise(params, z_e)
-        recon = self.likelihood.nll(self.decode(params, straight_through(z_e, z_q)), batch.x)
+        recon = self.likelihood.nll(self.decode(params, self.decoder_input(z_e, z_q)), batch.x)
         terms, book, metrics = self.code_terms(params, z_e, indices, z_q)
         value = batch_mean(recon + terms) + book
         metrics = {"recon": batch_mean(recon), **metrics}

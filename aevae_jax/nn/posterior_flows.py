@@ -55,7 +55,7 @@ def planar_flow(z: jax.Array, flat: jax.Array, steps: int):
 
 class IAFStep(nn.Module):
     """(m, s) [B, L] of one IAF step: a two-hidden-layer MADE on z [B, L] (natural order)
-    with the context h [B, C] added to its first hidden layer. s starts near +2
+    with the context h [B, C] added to its first hidden layer and to its outputs. s starts near +2
     (sigma ~ 0.88), so each step begins close to the identity (Kingma et al. 2016)."""
 
     hidden: int
@@ -67,8 +67,9 @@ class IAFStep(nn.Module):
         a = masked_dense(self, "hidden_0", z, m1) + nn.Dense(self.hidden, name="context")(h)
         a = nn.elu(a)
         a = nn.elu(masked_dense(self, "hidden_1", a, m2))
-        m = masked_dense(self, "shift", a, m3)
-        s = masked_dense(self, "gate", a, m3) + 2.0
+        # The context reaches every output directly, the first one (which sees no z) too.
+        m = masked_dense(self, "shift", a, m3) + nn.Dense(dims, name="context_shift")(h)
+        s = masked_dense(self, "gate", a, m3) + nn.Dense(dims, name="context_gate")(h) + 2.0
         return m, s
 
 

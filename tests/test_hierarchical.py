@@ -17,7 +17,7 @@ from aevae_jax.models import make_model
 from aevae_jax.models.hierarchical_vae import HVAEOptions, conv3x3
 from aevae_jax.nn.optim import skip_large_gradients
 
-OPTS = {"stochastic_layers": 3, "z_channels": 2, "channels": 8, "warmup_steps": 10}
+OPTS = {"stochastic_layers": 3, "z_channels": 2, "channels": 8, "kl_warmup_steps": 10}
 
 
 def test_stride_one_convolution_matches_xlas():
@@ -60,7 +60,7 @@ def test_loss_and_weights_by_hand_and_decode_replays_the_top_down_pass():
 
 
 def test_importance_weights_agree_with_the_closed_form_elbo_in_expectation():
-    model, params, batch = build("hvae", **{**OPTS, "warmup_steps": 0})
+    model, params, batch = build("hvae", **{**OPTS, "kl_warmup_steps": 0})
     keys = jax.random.split(jax.random.key(3), 2000)
     log_w = np.asarray(
         jax.vmap(lambda k: model.log_importance_weights(params, batch, k, 1)[0])(keys)

@@ -14,7 +14,7 @@ their last layer starting at zero (each cell starts as the identity).
 
 Loss: recon + beta(t) sum_i KL(q_i || p_i), each KL in closed form given the layers above
 (reported per layer: kl_z1 is the layer nearest the data, the last generated), with a
-linear KL warm-up beta(t) = min(1, t / warmup-steps). The optimiser skips any step whose
+linear KL warm-up beta(t) = min(1, t / kl-warmup-steps). The optimiser skips any step whose
 gradient norm exceeds --skip-threshold (nn/optim.skip_large_gradients). The code is every
 layer's z, flattened and concatenated in generation order; `decode` runs the top-down
 pass with those values.
@@ -52,7 +52,7 @@ class HVAEOptions:
     channels: int = dataclasses.field(
         default=32, metadata={"help": "channels of the top-down state"}
     )
-    warmup_steps: int = dataclasses.field(
+    kl_warmup_steps: int = dataclasses.field(
         default=2000, metadata={"help": "steps of the linear KL warm-up (0: none)"}
     )
     skip_threshold: float = dataclasses.field(
@@ -63,7 +63,7 @@ class HVAEOptions:
         require(self.stochastic_layers >= 1, "--stochastic-layers must be a positive integer")
         require(self.z_channels >= 1, "--z-channels must be a positive integer")
         require(self.channels >= 2, "--channels must be at least 2")
-        require(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+        require(self.kl_warmup_steps >= 0, "--kl-warmup-steps must be >= 0")
         require(self.skip_threshold > 0, "--skip-threshold must be positive (inf: never skip)")
 
 
@@ -235,7 +235,7 @@ class Hierarchical:
         logits, _, posts, priors = self.run(params, batch.x, self.draw(key))
         recon = self.likelihood.nll(logits, batch.x)
         kls = self.layer_kls(posts, priors)
-        warm = self.opts.warmup_steps
+        warm = self.opts.kl_warmup_steps
         beta = jnp.minimum(1.0, (step + 1) / warm) if warm else jnp.float32(1.0)
         kl = sum(kls)
         metrics = {"recon": batch_mean(recon), "kl": batch_mean(kl), "kl_weight": beta}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from aevae_jax.cli.main import main
+from aevae_jax.models import model_names
 
 
 def run_cli(args, capsys):
@@ -206,6 +207,13 @@ def test_model_options_become_flags_with_their_defaults(capsys):
     assert main(["models"]) == 0
     text = capsys.readouterr().out
     assert "--prior-epochs (default 10)" in text and "vqvae: VQ-VAE" in text
+    # Every registered model's options together: no name clashes with a general flag, and
+    # an option that two models share shows each one's default.
+    with pytest.raises(SystemExit) as stop:
+        main(["compare", "--models", ",".join(model_names()), "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "beta_vae: 10000" in text and "hvae: 2000" in text  # --kl-warmup-steps
 
 
 def test_train_help_heads_the_options_of_its_model_alone(capsys):

@@ -46,7 +46,14 @@ class _RunCfg:  # what plan_stages reads of a RunConfig
 
 
 # Options that make a model's mechanism act on 4x4 images (a 2x2 grid of patches).
-TINY_OPTIONS = {"mae": {"patch_size": 2}}
+# Small settings where a model's defaults compile slowly on 4x4 images (every path of
+# each model still runs: several stochastic layers, flow steps, depths).
+TINY_OPTIONS = {"mae": {"patch_size": 2},
+                "hvae": {"stochastic_layers": 2, "channels": 4, "z_channels": 1},
+                "iaf_vae": {"iaf_steps": 2, "iaf_hidden": 8}, "planar_vae": {"flow_length": 2},
+                "ladder_vae": {"ladder_hidden": 8}, "rq_vae": {"rq_depth": 2, "prior_hidden": 16},
+                "fsq": {"levels": "3,3", "prior_hidden": 16},
+                "vqvae": {"prior_hidden": 16}}  # fmt: skip
 
 
 class PixelClassifier:

@@ -16,6 +16,20 @@ from aevae_jax.models import Batch, make_model
 TINY = DataSpec("tiny", (4, 4, 1), 3)
 
 
+# Small settings where a model's defaults compile slowly in the tests that build every
+# model (every path still runs: several stochastic layers, flow steps, depths).
+SMALL_OPTIONS = {
+    "mae": {"patch_size": 2},
+    "hvae": {"stochastic_layers": 2, "channels": 4, "z_channels": 1},
+    "iaf_vae": {"iaf_steps": 2, "iaf_hidden": 8},
+    "planar_vae": {"flow_length": 2},
+    "ladder_vae": {"ladder_hidden": 8},
+    "fsq": {"levels": "3,3", "prior_hidden": 16},
+    "rq_vae": {"rq_depth": 2, "prior_hidden": 16},
+    "vqvae": {"prior_hidden": 16},
+}
+
+
 def build(name, spec=TINY, **options):
     """A registered model on tiny images (hidden 16, latent 3), its parameters, and a
     batch of six binary images (with labels where `spec` has classes)."""

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import elbo_terms_by_hand
+from helpers import SMALL_OPTIONS, elbo_terms_by_hand
 
 from aevae_jax.config import ModelConfig
 from aevae_jax.data.spec import DataSpec
@@ -51,7 +51,8 @@ def test_registry_lists_models_and_rejects_unknown_names():
 )
 def test_every_model_builds_on_both_backbones(name, backbone, shape, likelihood):
     spec = DataSpec("s", shape, 10)
-    cfg = ModelConfig(name=name, backbone=backbone, latent_dim=6, likelihood=likelihood)
+    cfg = ModelConfig(name=name, backbone=backbone, latent_dim=6, likelihood=likelihood,
+                      options=SMALL_OPTIONS.get(name, {}))  # fmt: skip
     model = make_model(cfg, spec)
     batch = _batch(spec, 3)
     params = model.init(jax.random.key(0), batch)

@@ -8,7 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import TINY, bernoulli_nll_by_hand, build, elbo_terms_by_hand, log_weights_by_hand
+from helpers import (
+    SMALL_OPTIONS,
+    TINY,
+    bernoulli_nll_by_hand,
+    build,
+    elbo_terms_by_hand,
+    log_weights_by_hand,
+)
 from scipy.special import logsumexp
 
 from aevae_jax.config import ModelConfig, OptimConfig
@@ -46,14 +53,6 @@ class _RunCfg:  # what plan_stages reads of a RunConfig
 
 
 # Options that make a model's mechanism act on 4x4 images (a 2x2 grid of patches).
-# Small settings where a model's defaults compile slowly on 4x4 images (every path of
-# each model still runs: several stochastic layers, flow steps, depths).
-TINY_OPTIONS = {"mae": {"patch_size": 2},
-                "hvae": {"stochastic_layers": 2, "channels": 4, "z_channels": 1},
-                "iaf_vae": {"iaf_steps": 2, "iaf_hidden": 8}, "planar_vae": {"flow_length": 2},
-                "ladder_vae": {"ladder_hidden": 8}, "rq_vae": {"rq_depth": 2, "prior_hidden": 16},
-                "fsq": {"levels": "3,3", "prior_hidden": 16},
-                "vqvae": {"prior_hidden": 16}}  # fmt: skip
 
 
 class PixelClassifier:
@@ -70,7 +69,7 @@ class PixelClassifier:
 
 @pytest.mark.parametrize("name", model_names())
 def test_a_train_step_changes_the_weights_and_evaluation_does_not(name):
-    model, params, batch = build(name, **TINY_OPTIONS.get(name, {}))
+    model, params, batch = build(name, **SMALL_OPTIONS.get(name, {}))
     plans = plan_stages(model, _RunCfg, steps_per_epoch=10)
     plan = plans[0]
     update = jax.jit(make_update(plan.loss, plan.tx))

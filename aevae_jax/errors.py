@@ -14,3 +14,15 @@ def require(condition: bool, message: str) -> None:
     """Raise `UserError(message)` unless `condition` holds."""
     if not condition:
         raise UserError(message)
+
+
+def int_list(text: str, flag: str, example: str, minimum: int) -> tuple[int, ...]:
+    """'16,8' -> (16, 8) for an option given as integers separated by commas, each at
+    least `minimum`; `flag` and `example` name the option and a valid value in the error."""
+    try:
+        values = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        msg = f"{flag} must be integers separated by commas, e.g. {example}; got {text!r}"
+        raise UserError(msg) from None
+    require(min(values) >= minimum, f"{flag} must each be at least {minimum}, got {text!r}")
+    return values

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aevae_jax.errors import UserError, require
+from aevae_jax.errors import int_list, require
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Model, make_backbone_fns
 from aevae_jax.models.vqvae import MADE, VQParts, straight_through
@@ -52,12 +52,7 @@ class FSQOptions:
 
 def parse_levels(text: str) -> tuple[int, ...]:
     """'8,5,5' -> (8, 5, 5); every level an integer of at least 2."""
-    try:
-        levels = tuple(int(v) for v in str(text).split(","))
-    except ValueError:
-        msg = f"--levels must be integers separated by commas, e.g. 5,5,5; got {text!r}"
-        raise UserError(msg) from None
-    require(levels and min(levels) >= 2, f"--levels must each be at least 2, got {text!r}")
+    levels = int_list(text, "--levels", "5,5,5", 2)
     require(math.prod(levels) <= 65536, f"--levels {text!r} imply over 65536 codes; use fewer")
     return levels
 

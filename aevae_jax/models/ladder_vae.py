@@ -21,7 +21,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from aevae_jax.errors import UserError, require
+from aevae_jax.errors import int_list, require
 from aevae_jax.models import register
 from aevae_jax.models.base import Claim, Encoding, Model, Prior, make_backbone_fns
 from aevae_jax.nn.backbones import MLPEncoder
@@ -50,13 +50,7 @@ class LadderOptions:
 
 
 def parse_dims(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(v) for v in str(text).split(","))
-    except ValueError:
-        msg = f"--ladder-dims must be integers separated by commas, e.g. 10 or 16,8; got {text!r}"
-        raise UserError(msg) from None
-    require(min(dims) >= 1, f"--ladder-dims must each be at least 1, got {text!r}")
-    return dims
+    return int_list(text, "--ladder-dims", "10 or 16,8", 1)
 
 
 def precision_weighted(mean_a, log_var_a, mean_b, log_var_b):

@@ -66,7 +66,11 @@ class RQParts(VQParts):
         return jnp.sum(self.vectors_of(params)[indices], axis=-2)
 
     def code_terms(self, params, z_e, indices, z_q):
-        _, partial, before = residual_quantize(z_e, self.vectors_of(params), self.depth)
+        # The partial sums and residuals from the indices the quantiser already chose
+        # (no second nearest-neighbour search): depth first, [depth, B, P, D].
+        vectors = jnp.moveaxis(self.vectors_of(params)[indices], -2, 0)
+        partial = jnp.cumsum(vectors, axis=0)
+        before = z_e[None] - (partial - vectors)
         commit = jnp.sum((z_e[None] - jax.lax.stop_gradient(partial)) ** 2, axis=(0, 2, 3))
         assigned = [(indices[..., d], before[d]) for d in range(self.depth)]
         book, metrics = self.codebook_terms(params, assigned)
